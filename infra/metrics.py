@@ -1,0 +1,64 @@
+"""Prometheus metrics, in a registry of the app's own so that tests can build many apps."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.orders_created = Counter(
+            "orders_created_total", "New orders (an idempotent repeat is not counted).", registry=r
+        )
+        self.graphql_operations = Counter(
+            "graphql_operations_total",
+            "GraphQL operations by name, type and outcome.",
+            ["operation", "type", "outcome"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration by route and method.",
+            ["route", "method"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.webhook_outcomes = Counter(
+            "webhook_deliveries_total",
+            "Payment webhook deliveries by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "rate_limited_total", "Requests refused by a rate limit.", ["limit"], registry=r
+        )
+        self.cache_requests = Counter(
+            "cache_requests_total", "Read cache lookups by result.", ["result"], registry=r
+        )
+        self.active_subscriptions = Gauge(
+            "graphql_active_subscriptions", "Live GraphQL subscriptions.", registry=r
+        )
+        self.active_connections = Gauge(
+            "graphql_ws_connections", "Open GraphQL websocket connections.", registry=r
+        )
+        self.db_pool_in_use = Gauge(
+            "db_pool_connections_in_use", "Database connections checked out.", registry=r
+        )
+        self.outbox_backlog = Gauge(
+            "outbox_unpublished_events",
+            "Status events committed but not yet published.",
+            registry=r,
+        )
+        self.payment_attempts = Counter(
+            "payment_provider_attempts_total",
+            "Calls to the payment provider by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

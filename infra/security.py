@@ -1,0 +1,101 @@
+"""Password hashing (bcrypt) and access tokens (HS256 JWT)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+import bcrypt
+import jwt
+
+ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ["sub", "role", "iat", "exp"]
+
+
+async def hash_password(password: str, *, rounds: int) -> str:
+    """bcrypt is deliberately slow: keep it off the event loop."""
+    salt = bcrypt.gensalt(rounds=rounds)
+    hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), salt)
+    return hashed.decode()
+
+
+async def verify_password(password: str, password_hash: str) -> bool:
+    return await asyncio.to_thread(bcrypt.checkpw, password.encode(), password_hash.encode())
+
+
+# A hash of a random password, checked against when the email is unknown, so that the
+# answer takes as long as for a wrong password and does not reveal which emails exist.
+_DUMMY_HASH = bcrypt.hashpw(b"no-such-user-password", bcrypt.gensalt(rounds=4)).decode()
+
+
+async def burn_password_check(password: str, *, rounds: int) -> None:
+    dummy = _dummy_hash_for(rounds)
+    await asyncio.to_thread(bcrypt.checkpw, password.encode(), dummy.encode())
+
+
+_dummy_hashes: dict[int, str] = {4: _DUMMY_HASH}
+
+
+def _dummy_hash_for(rounds: int) -> str:
+    if rounds not in _dummy_hashes:
+        _dummy_hashes[rounds] = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=rounds)).decode()
+    return _dummy_hashes[rounds]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    role: str
+    issued_at: int
+    expires_at: int
+
+
+def create_access_token(
+    user_id: int, role: str, *, secret: str, expires_minutes: int, now: float | None = None
+) -> str:
+    issued = int(now if now is not None else time.time())
+    payload = {
+        "sub": str(user_id),
+        "role": role,
+        "iat": issued,
+        "exp": issued + expires_minutes * 60,
+    }
+    return jwt.encode(payload, secret, algorithm=ALGORITHM)
+
+
+def decode_access_token(token: str, *, secret: str) -> TokenClaims | None:
+    """The claims of a valid HS256 token, or None for anything else (treated as no token)."""
+    try:
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": _REQUIRED_CLAIMS},
+        )
+        return TokenClaims(
+            user_id=int(payload["sub"]),
+            role=str(payload["role"]),
+            issued_at=int(payload["iat"]),
+            expires_at=int(payload["exp"]),
+        )
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        return None
+
+
+def sign_webhook(body: bytes, secret: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify_webhook_signature(body: bytes, header: str | None, secrets: list[bytes]) -> bool:
+    """Constant-time check of `sha256=<hex>` against every configured secret."""
+    if not header or not header.startswith("sha256="):
+        return False
+    given = header.removeprefix("sha256=").encode()
+    ok = False
+    for secret in secrets:
+        expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        ok |= hmac.compare_digest(given, expected)
+    return ok

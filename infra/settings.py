@@ -1,0 +1,95 @@
+"""One settings class, read from the environment (see the contract's configuration table)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105 - a known development default
+DEV_WEBHOOK_SECRET = "dev-only-webhook-secret-do-not-use-in-production"  # noqa: S105 - a known development default
+_DEFAULT_SECRETS = {DEV_SECRET_KEY, DEV_WEBHOOK_SECRET, "", "changeme", "secret"}
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    database_url: str = "sqlite+aiosqlite:///./orders.db"
+    redis_url: str | None = None
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
+    app_env: Literal["development", "test", "production"] = "development"
+    jwt_expires_minutes: int = Field(60, ge=1)
+    rate_limit_orders_per_minute: int = Field(10, ge=0)
+    rate_limit_login_failures_per_minute: int = Field(10, ge=0)
+    cache_ttl_seconds: int = Field(30, ge=0)
+    payment_provider_url: str | None = None
+    payment_provider_timeout_seconds: float = Field(5.0, gt=0)
+    payment_retry_base_seconds: float = Field(0.2, ge=0)
+    cors_origins: str = ""
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    public_url: str | None = None
+
+    bcrypt_rounds: int = Field(12, ge=4, le=16)
+    db_pool_size: int = Field(10, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    query_max_depth: int = Field(15, ge=2)
+    query_max_tokens: int = Field(4000, ge=100)
+    query_max_aliases: int = Field(30, ge=1)
+    ws_max_subscriptions_per_connection: int = Field(20, ge=1)
+    ws_max_connections_per_user: int = Field(10, ge=1)
+    ws_keepalive_seconds: float = Field(15.0, gt=0)
+    subscriber_queue_size: int = Field(256, ge=1)
+    trusted_proxies: str = "127.0.0.1,::1"
+    admin_dist_dir: Path = REPO_ROOT / "web-admin" / "dist"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.app_env != "production":
+            return self
+        for name in ("secret_key", "webhook_secret"):
+            value: SecretStr = getattr(self, name)
+            secrets = [s.strip() for s in value.get_secret_value().split(",")]
+            if any(s in _DEFAULT_SECRETS or len(s) < 16 for s in secrets):
+                raise SettingsError(
+                    f"{name.upper()} must be set to a strong secret (16+ characters, not the "
+                    "development default) when APP_ENV=production"
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @cached_property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @cached_property
+    def webhook_secrets(self) -> list[bytes]:
+        """Every secret that verifies a webhook: several during a rotation, the first signs."""
+        raw = self.webhook_secret.get_secret_value()
+        return [s.strip().encode() for s in raw.split(",") if s.strip()]
+
+    @cached_property
+    def trusted_proxy_list(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; keyword overrides win (tests, CLI flags)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Tables, the order state machine and the database engine."""

@@ -1,0 +1,132 @@
+"""SQLModel tables. Timestamps are stored in UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _ts(**kw: object) -> Column:
+    return Column(DateTime(timezone=True), nullable=False, **kw)  # type: ignore[arg-type]
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    password_hash: str = Field(max_length=100)
+    role: str = Field(max_length=10, default="USER")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "products"
+
+    sku: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    price_cents: int
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("user_id", "client_token", name="uq_orders_user_client_token"),
+        Index("ix_orders_created", "created_at", "id"),
+        Index("ix_orders_user_created", "user_id", "created_at", "id"),
+        Index("ix_orders_status_created", "status", "created_at", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    status: str = Field(max_length=16, default="PENDING")
+    version: int = Field(default=1)
+    client_token: str = Field(max_length=128)
+    items_fingerprint: str = Field(max_length=64)
+    amount_cents: int
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class OrderLine(SQLModel, table=True):
+    __tablename__ = "order_lines"
+    __table_args__ = (Index("ix_order_lines_order", "order_id"), Index("ix_order_lines_sku", "sku"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="orders.id", ondelete="CASCADE")
+    sku: str = Field(max_length=64)
+    qty: int
+    unit_price_cents: int
+
+
+class Payment(SQLModel, table=True):
+    __tablename__ = "payments"
+    __table_args__ = (Index("ix_payments_order_created", "order_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    order_id: int = Field(foreign_key="orders.id", ondelete="CASCADE")
+    amount_cents: int
+    status: str = Field(max_length=16, default="PENDING")
+    redirect_url: str = Field(max_length=2048)
+    provider_reference: str | None = Field(default=None, max_length=200)
+    needs_refund: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class PaymentDeadLetter(SQLModel, table=True):
+    """A payment the provider never accepted, after every retry."""
+
+    __tablename__ = "payment_dead_letters"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(index=True)
+    payment_id: str = Field(max_length=64)
+    attempts: int
+    last_error: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The webhook inbox: one row per distinct delivery, written with its effect."""
+
+    __tablename__ = "webhook_inbox"
+
+    delivery_key: str = Field(primary_key=True, max_length=200)
+    payment_id: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    outcome: str = Field(max_length=32)
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class OutboxEvent(SQLModel, table=True):
+    """Events written in the transaction that caused them; a relay publishes them."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str = Field(max_length=64)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    published_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+DEFAULT_CATALOG = (
+    ("WIDGET-001", "Widget", 1000),
+    ("GADGET-002", "Gadget", 1000),
+)

@@ -1,0 +1,1 @@
+"""Use cases: accounts, catalog, orders, payments. They know nothing of GraphQL."""

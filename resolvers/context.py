@@ -1,0 +1,84 @@
+"""The typed context every use case receives: the app's services and who is asking."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.broker import Broker
+from infra.cache import Cache
+from infra.limiter import Limiter
+from infra.metrics import Metrics
+from infra.security import TokenClaims, decode_access_token
+from infra.settings import Settings
+from models.db import Database
+from models.state import Role
+from models.tables import User
+from resolvers.errors import Forbidden, Unauthenticated
+
+
+@dataclass(eq=False)
+class Services:
+    """Everything long-lived that the app builds once at startup."""
+
+    settings: Settings
+    db: Database
+    broker: Broker
+    cache: Cache
+    limiter: Limiter
+    metrics: Metrics
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class RequestContext:
+    services: Services
+    request_id: str
+    client_ip: str | None = None
+    claims: TokenClaims | None = None
+    connection_params: dict[str, Any] | None = None
+    operation_name: str | None = None
+    _user: asyncio.Future[User | None] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    def authenticate(self, authorization: str | None) -> None:
+        """Take the claims of a `Bearer` token; anything else counts as no token."""
+        self.claims = None
+        self._user = None
+        if not authorization:
+            return
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return
+        self.claims = decode_access_token(
+            token.strip(), secret=self.settings.secret_key.get_secret_value()
+        )
+
+    async def current_user(self) -> User | None:
+        """The user the token names, as the database has it now (role included)."""
+        # Sibling fields resolve concurrently: they share one lookup.
+        if self._user is None:
+            self._user = asyncio.ensure_future(self._load_user())
+        return await asyncio.shield(self._user)
+
+    async def _load_user(self) -> User | None:
+        if self.claims is None:
+            return None
+        async with self.services.db.read() as session:
+            return await session.get(User, self.claims.user_id)
+
+    async def require_user(self) -> User:
+        user = await self.current_user()
+        if user is None:
+            raise Unauthenticated()
+        return user
+
+    async def require_admin(self) -> User:
+        user = await self.require_user()
+        if user.role != Role.ADMIN:
+            raise Forbidden("Only an admin can do this.")
+        return user

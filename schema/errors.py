@@ -1,0 +1,70 @@
+"""The one place where failures become `extensions.code`.
+
+Domain errors keep their message and code; GraphQL's own parse and validation errors get
+a code of their own; anything else is logged with the request id and masked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import SchemaExtension
+
+from resolvers.errors import DomainError
+
+log = logging.getLogger("order_service.graphql")
+
+MASKED_MESSAGE = "Internal server error."
+
+
+def _code_for_graphql_error(error: GraphQLError) -> str:
+    if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message.startswith("Variable ") or "got invalid value" in error.message:
+        return "BAD_USER_INPUT"
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
+def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    original = error.original_error
+    # GraphQLError wraps errors raised in resolvers; unwrap to the first real cause.
+    while isinstance(original, GraphQLError) and original.original_error is not None:
+        original = original.original_error
+    extensions: dict[str, Any]
+    if isinstance(original, DomainError):
+        message = original.message
+        extensions = {"code": original.code, **original.extensions}
+    elif original is None or isinstance(original, GraphQLError):
+        message = error.message
+        extensions = {**(error.extensions or {})}
+        extensions.setdefault("code", _code_for_graphql_error(error))
+    else:
+        log.error(
+            "unexpected error in %s (request %s)",
+            ".".join(str(p) for p in error.path or ()) or "operation",
+            request_id,
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        message = MASKED_MESSAGE
+        extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=extensions,
+    )
+
+
+class ErrorCodes(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        request_id = getattr(self.execution_context.context, "request_id", None)
+        result.errors = [format_error(e, request_id) for e in result.errors]

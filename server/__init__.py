@@ -1,0 +1,1 @@
+"""Top floor: the app factory and the command line. Nothing imports it."""

@@ -1,0 +1,182 @@
+"""The composition root: `create_app(settings)` wires routes, middleware and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from infra.broker import InProcessBroker
+from infra.cache import MemoryCache
+from infra.limiter import InProcessLimiter
+from infra.metrics import CONTENT_TYPE_LATEST, Metrics
+from infra.settings import Settings
+from models.db import Database
+from resolvers import events
+from resolvers.context import Services
+from schema import build_schema
+from schema.view import GraphQLView
+from server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from webhooks.routes import webhook_routes
+
+log = logging.getLogger("order_service")
+
+RELAY_INTERVAL_SECONDS = 1.0
+RELAY_MIN_AGE = timedelta(seconds=2)
+
+
+def build_services(settings: Settings, metrics: Metrics) -> Services:
+    return Services(
+        settings=settings,
+        db=Database(settings.database_url, pool_size=settings.db_pool_size),
+        broker=InProcessBroker(),
+        cache=MemoryCache(),
+        limiter=InProcessLimiter(),
+        metrics=metrics,
+    )
+
+
+async def _relay_forever(services: Services) -> None:
+    while True:
+        await asyncio.sleep(RELAY_INTERVAL_SECONDS)
+        try:
+            await events.relay_once(services, min_age=RELAY_MIN_AGE)
+        except Exception:
+            log.warning("outbox relay pass failed", exc_info=True)
+
+
+class SinglePageApp(StaticFiles):
+    """Static files with index.html for any path that is not a file (client routes)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            return await super().get_response(path, scope)
+        except HTTPException as exc:
+            if exc.status_code != 404:
+                raise
+            return await super().get_response("index.html", scope)
+
+
+def _admin_routes(dist: Path) -> list[BaseRoute]:
+    if (dist / "index.html").is_file():
+        return [Mount("/admin", app=SinglePageApp(directory=dist, html=True), name="admin")]
+
+    async def not_built(_: Request) -> Response:
+        return HTMLResponse(
+            "<h1>Admin not built</h1><p>Run <code>npm --prefix web-admin ci && "
+            "npm --prefix web-admin run build</code>, or start with <code>scripts/start</code>."
+            "</p>",
+            status_code=503,
+        )
+
+    return [Route("/admin", not_built), Route("/admin/{path:path}", not_built)]
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()
+    services_box: dict[str, Services] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = build_services(settings, metrics)
+        services_box["services"] = services
+        app.state.services = services
+        await services.broker.start()
+        relay = asyncio.create_task(_relay_forever(services), name="outbox-relay")
+        try:
+            yield
+        finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+            await services.broker.stop()
+            await services.db.dispose()
+
+    view = GraphQLView(
+        schema=build_schema(settings),
+        graphql_ide=None if settings.is_production else "graphiql",
+        allow_queries_via_get=False,
+        keep_alive=True,
+        keep_alive_interval=settings.ws_keepalive_seconds,
+        max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
+    )
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        services: Services = request.app.state.services
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(services.db.ping(), timeout=3)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        try:
+            ok = await asyncio.wait_for(services.broker.healthy(), timeout=3)
+            checks["broker"] = "ok" if ok else "degraded"
+        except Exception as exc:
+            checks["broker"] = f"degraded: {type(exc).__name__}"
+        failed = checks["database"] != "ok"
+        body = {"status": "unavailable" if failed else "ok", "checks": checks}
+        return JSONResponse(body, status_code=503 if failed else 200)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        services: Services = request.app.state.services
+        metrics.db_pool_in_use.set(services.db.pool_in_use())
+        with contextlib.suppress(Exception):
+            metrics.outbox_backlog.set(await events.backlog(services))
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def root(_: Request) -> Response:
+        return JSONResponse(
+            {"graphql": "/graphql", "admin": "/admin", "health": "/health", "ready": "/ready"}
+        )
+
+    routes: list[BaseRoute] = [
+        Route("/", root),
+        Route("/health", health),
+        Route("/ready", ready),
+        Route("/metrics", metrics_endpoint),
+        Route("/graphql", view, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", view),
+        *webhook_routes(),
+        *_admin_routes(settings.admin_dist_dir),
+    ]
+    middleware = [
+        Middleware(
+            RequestContextMiddleware,
+            metrics=metrics,
+            trusted_proxies=settings.trusted_proxy_list,
+        ),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+    if settings.cors_origin_list:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origin_list,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["authorization", "content-type", "x-request-id"],
+                expose_headers=["x-request-id"],
+                max_age=600,
+            ),
+        )
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,143 @@
+"""The `order-service` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from infra.logs import configure_logging
+from infra.metrics import Metrics
+from infra.settings import Settings, SettingsError, load_settings
+from models.migrate import upgrade_to_head
+from resolvers import accounts
+from resolvers.context import RequestContext, Services
+from resolvers.errors import DomainError
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except (SettingsError, ValueError) as exc:
+        sys.exit(f"order-service: configuration error: {exc}")
+
+
+def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    from server.app import build_services
+
+    async def run() -> T:
+        services = build_services(settings, Metrics())
+        try:
+            return await work(services)
+        finally:
+            await services.db.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if args.workers > 1 and not settings.redis_url:
+        sys.exit(
+            "order-service: --workers > 1 needs REDIS_URL: without it each worker would have "
+            "its own events, rate limits and cache."
+        )
+    asyncio.run(upgrade_to_head(settings.database_url))
+    common = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.trusted_proxies,
+        "ws_ping_interval": settings.ws_keepalive_seconds,
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers > 1:
+        uvicorn.run("server.asgi:app", workers=args.workers, **common)
+    else:
+        from server.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    settings = _settings()
+    asyncio.run(upgrade_to_head(settings.database_url))
+    print("migrations applied")
+
+
+def cmd_create_admin(args: argparse.Namespace) -> None:
+    settings = _settings()
+    asyncio.run(upgrade_to_head(settings.database_url))
+
+    async def work(services: Services) -> str:
+        ctx = RequestContext(services=services, request_id="cli")
+        user = await accounts.promote_or_create_admin(ctx, args.email, args.password)
+        return user.email
+
+    try:
+        email = _with_services(settings, work)
+    except DomainError as exc:
+        sys.exit(f"order-service: {exc.message}")
+    print(f"{email} is an admin")
+
+
+def cmd_seed_demo(_: argparse.Namespace) -> None:
+    from server.demo import seed_demo
+
+    settings = _settings()
+    asyncio.run(upgrade_to_head(settings.database_url))
+    # Seeding makes many orders at once: the per-user order limit does not apply to it.
+    unlimited = settings.model_copy(update={"rate_limit_orders_per_minute": 0})
+    logins = _with_services(unlimited, seed_demo)
+    print("Demo data ready. Logins:")
+    for email, password, role in logins:
+        print(f"  {role:<5} {email:<20} {password}")
+
+
+def cmd_export_schema(_: argparse.Namespace) -> None:
+    from schema import export_sdl
+
+    sys.stdout.write(export_sdl())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="order-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server (applies pending migrations first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("create-admin", help="create an admin, or promote a user")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--password", required=True)
+    admin.set_defaults(func=cmd_create_admin)
+
+    sub.add_parser("seed-demo", help="demo catalog, users and orders").set_defaults(
+        func=cmd_seed_demo
+    )
+    sub.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
+        func=cmd_export_schema
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""ASGI middleware: request id, client address, body limit, access log and timing."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infra.metrics import Metrics
+
+access_log = logging.getLogger("order_service.access")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def client_ip(scope: Scope, trusted: frozenset[str]) -> str | None:
+    """The peer address, or the nearest untrusted hop of X-Forwarded-For when the peer
+    is one of our own proxies."""
+    peer = (scope.get("client") or (None, None))[0]
+    if peer not in trusted:
+        return peer
+    for name, value in scope.get("headers") or ():
+        if name == b"x-forwarded-for":
+            hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+            for hop in reversed(hops):
+                if hop not in trusted:
+                    return hop
+    return peer
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (X-Request-ID taken or generated, echoed back), the
+    client's address, one access-log line and a duration sample."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, trusted_proxies: frozenset[str]):
+        self.app = app
+        self.metrics = metrics
+        self.trusted = trusted_proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                request_id = candidate if _REQUEST_ID_RE.match(candidate) else None
+        request_id = request_id or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["client_ip"] = client_ip(scope, self.trusted)
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers") or [])
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            duration = time.perf_counter() - started
+            route = _route_label(scope["path"])
+            self.metrics.request_duration.labels(route, scope["method"]).observe(duration)
+            extra: dict[str, Any] = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(duration * 1000, 2),
+                "client_ip": state.get("client_ip"),
+                "request_id": request_id,
+                "operation": state.get("operation_name"),
+            }
+            access_log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                duration * 1000,
+                extra=extra,
+            )
+
+
+def _route_label(path: str) -> str:
+    for prefix in ("/graphql", "/payments/webhook", "/payments/simulator", "/admin"):
+        if path.startswith(prefix):
+            return prefix
+    return path if path in ("/health", "/ready", "/metrics", "/") else "other"
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over `max_bytes` with 413, whether declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _plain(send, 400, b"Invalid Content-Length")
+                    return
+                if declared > self.max_bytes:
+                    await _plain(send, 413, b"Request body too large")
+                    return
+        received = 0
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_tracking)
+        except _BodyTooLarge:
+            if not started:
+                await _plain(send, 413, b"Request body too large")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _plain(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

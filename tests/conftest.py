@@ -1,0 +1,149 @@
+"""Fixtures: one database per test run, emptied between tests; apps built per test.
+
+The backend comes from the environment: TEST_DATABASE_URL (default: a SQLite file) and
+TEST_REDIS_URL (default: none, the in-process broker, limiter and cache). When one is set
+and cannot be reached the run fails: it never silently skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
+
+from infra.settings import Settings
+from models.db import null_pool_engine
+from models.migrate import upgrade_to_head
+from server.app import create_app
+from tests.client import GraphQLClient
+
+PG_URL = os.environ.get("TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or None
+USE_PG = PG_URL.startswith("postgresql")
+
+_TABLES = (
+    "outbox, webhook_inbox, payment_dead_letters, payments, order_lines, orders, users, products"
+)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    db = make_url(PG_URL).render_as_string(hide_password=True) if USE_PG else "sqlite"
+    return f"order-service backend: database={db} redis={REDIS_URL or 'in-process'}"
+
+
+async def _create_pg_database(base_url: str) -> str:
+    name = f"order_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = null_pool_engine(make_url(base_url).set(database="postgres").render_as_string(False))
+    async with admin.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await admin.dispose()
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_pg_database(url: str) -> None:
+    name = make_url(url).database
+    admin = null_pool_engine(make_url(url).set(database="postgres").render_as_string(False))
+    async with admin.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database at the latest migration: PostgreSQL, or a SQLite template file."""
+    if USE_PG:
+        url = asyncio.run(_create_pg_database(PG_URL))
+        asyncio.run(upgrade_to_head(url))
+        yield url
+        asyncio.run(_drop_pg_database(url))
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        asyncio.run(upgrade_to_head(url))
+        yield url
+
+
+async def _reset_pg(url: str) -> None:
+    engine = null_pool_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+        await conn.execute(
+            text(
+                "INSERT INTO products (sku, name, price_cents, updated_at) VALUES "
+                "('WIDGET-001', 'Widget', 1000, now()), ('GADGET-002', 'Gadget', 1000, now())"
+            )
+        )
+    await engine.dispose()
+
+
+@pytest.fixture
+async def database_url(migrated_database: str, tmp_path: Path) -> str:
+    """A fresh, migrated database holding only the default catalog."""
+    if USE_PG:
+        await _reset_pg(migrated_database)
+        return migrated_database
+    template = Path(make_url(migrated_database).database or "")
+    target = tmp_path / "orders.db"
+    shutil.copyfile(template, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+def settings_factory(database_url: str) -> Any:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "redis_url": REDIS_URL,
+            "app_env": "test",
+            "bcrypt_rounds": 4,
+            "payment_retry_base_seconds": 0.01,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Any) -> Settings:
+    return settings_factory()
+
+
+async def _started(app: Starlette) -> AsyncIterator[Starlette]:
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    async for started in _started(create_app(settings)):
+        yield started
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[GraphQLClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield GraphQLClient(http, app)
+
+
+@pytest.fixture
+async def admin_token(client: GraphQLClient) -> str:
+    return await client.make_admin("admin@example.com")
+
+
+@pytest.fixture
+async def user_token(client: GraphQLClient) -> str:
+    return await client.signup("user@example.com")
