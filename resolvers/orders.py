@@ -124,22 +124,15 @@ async def create_order(
     items_fingerprint = fingerprint(normalised)
     services = ctx.services
 
-    # A repeat is answered before the rate limit: retrying a request costs nothing.
+    # A repeat is answered without touching the rate limit: retrying costs nothing.
     async with services.db.read() as session:
         existing = await _find_by_token(session, user.id, client_token)
     if existing is not None:
         return await load_view(services, _same_or_reused(existing, items_fingerprint))
 
-    retry_after = await services.limiter.hit(
-        f"orders:user:{user.id}", ctx.settings.rate_limit_orders_per_minute
-    )
-    if retry_after is not None:
-        services.metrics.rate_limited.labels("create_order").inc()
-        raise RateLimited(retry_after, "Too many orders.")
-
     created = False
     async with services.db.transaction() as session:
-        prices = await _prices(session, normalised)
+        prices = await _prices(session, items)
         now = utcnow()
         values = {
             "user_id": user.id,
@@ -161,6 +154,9 @@ async def create_order(
             assert winner is not None
             order = _same_or_reused(winner, items_fingerprint)
         else:
+            # Only a new order spends the budget; refusing here rolls the insert back, and
+            # racing repeats of this token wait for this transaction instead of spending.
+            await _spend_order_budget(ctx, user.id)
             created = True
             order = Order.model_validate({"id": order_id, **values})
             session.add_all(
@@ -173,16 +169,27 @@ async def create_order(
     return await load_view(services, order)
 
 
-async def _prices(session: AsyncSession, items: list[ItemInput]) -> dict[str, int]:
-    skus = [i.sku for i in items]
+async def _spend_order_budget(ctx: RequestContext, user_id: int) -> None:
+    services = ctx.services
+    retry_after = await services.limiter.hit(
+        f"orders:user:{user_id}", ctx.settings.rate_limit_orders_per_minute
+    )
+    if retry_after is not None:
+        services.metrics.rate_limited.labels("create_order").inc()
+        raise RateLimited(retry_after, "Too many orders.")
+
+
+async def _prices(session: AsyncSession, items: Sequence[ItemInput]) -> dict[str, int]:
+    """Current prices of the items' SKUs; an unknown SKU is named by the client's index."""
+    skus = [i.sku.strip() for i in items]
     result = await session.execute(
         select(col(Product.sku), col(Product.price_cents)).where(col(Product.sku).in_(skus))
     )
     prices: dict[str, int] = {sku: price for sku, price in result.all()}
     errors = FieldErrors()
-    for i, item in enumerate(items):
-        if item.sku not in prices:
-            errors.add(f"items.{i}.sku", f"unknown SKU {item.sku}")
+    for i, sku in enumerate(skus):
+        if sku not in prices:
+            errors.add(f"items.{i}.sku", f"unknown SKU {sku}")
     errors.raise_if_any()
     return prices
 

@@ -36,16 +36,18 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     max_depth = settings.query_max_depth if settings else 15
     max_tokens = settings.query_max_tokens if settings else 4000
     max_aliases = settings.query_max_aliases if settings else 30
+    # Factories: each request gets fresh extension instances; the parser and validation
+    # caches themselves live at module level and are shared.
     extensions: list[Any] = [
         ErrorCodes,
-        MaxTokensLimiter(max_token_count=max_tokens),
-        ParserCache(maxsize=512),
-        QueryDepthLimiter(max_depth=max_depth),
-        MaxAliasesLimiter(max_alias_count=max_aliases),
-        ValidationCache(maxsize=512),
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        lambda: ParserCache(maxsize=512),
+        lambda: QueryDepthLimiter(max_depth=max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: ValidationCache(maxsize=512),
     ]
     if settings is not None and settings.is_production:
-        extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
+        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return OrderSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )

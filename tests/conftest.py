@@ -8,6 +8,7 @@ and cannot be reached the run fails: it never silently skips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -137,6 +138,22 @@ async def client(app: Starlette) -> AsyncIterator[GraphQLClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield GraphQLClient(http, app)
+
+
+@pytest.fixture
+async def client_factory(settings_factory: Any) -> AsyncIterator[Any]:
+    """Clients of apps with settings of the test's choosing (all share the database)."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(**overrides: Any) -> GraphQLClient:
+            app = create_app(settings_factory(**overrides))
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+            )
+            return GraphQLClient(http, app)
+
+        yield make
 
 
 @pytest.fixture
