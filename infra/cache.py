@@ -1,21 +1,38 @@
 """Read cache keyed by generation counters: a write bumps its scopes' generations, so no
-reader can be handed an answer computed before that write. The TTL only bounds memory."""
+reader can be handed an answer computed before that write. The TTL only bounds memory.
+
+A reader takes a `stamp` of the scopes it depends on *before* computing its answer and
+stores the answer under that stamp: a write that races the read can only make the entry
+unreachable, never make it stale.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import OrderedDict
 from typing import Protocol
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from infra.redis_link import RedisLink
+
 
 class Cache(Protocol):
+    async def stamp(self, scopes: list[str]) -> str | None:
+        """The scopes' current generations as one token; None: do not use the cache now."""
+        ...
+
     async def get(self, key: str) -> bytes | None: ...
 
     async def set(self, key: str, value: bytes, ttl: int) -> None: ...
 
-    async def generations(self, scopes: list[str]) -> list[int] | None: ...
-
     async def bump(self, scopes: list[str]) -> None: ...
+
+    async def healthy(self) -> bool:
+        """False while the shared store is unreachable (the cache is then bypassed)."""
+        ...
 
 
 class MemoryCache:
@@ -25,6 +42,9 @@ class MemoryCache:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._generations: dict[str, int] = {}
         self._max_entries = max_entries
+
+    async def stamp(self, scopes: list[str]) -> str | None:
+        return ".".join(str(self._generations.get(s, 0)) for s in scopes)
 
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
@@ -43,9 +63,117 @@ class MemoryCache:
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
-    async def generations(self, scopes: list[str]) -> list[int] | None:
-        return [self._generations.get(s, 0) for s in scopes]
-
     async def bump(self, scopes: list[str]) -> None:
         for s in scopes:
             self._generations[s] = self._generations.get(s, 0) + 1
+
+    async def healthy(self) -> bool:
+        return True
+
+
+# Generations are random tokens, not counters: a generation key that was evicted, expired
+# or lost in a Redis restart comes back as a fresh token, never as an old value that
+# entries may still be stored under. The epoch is one more such token in every stamp.
+_STAMP = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if not value then
+    value = ARGV[i]
+    redis.call('SET', key, value, 'EX', ARGV[#ARGV])
+  end
+  out[i] = value
+end
+return out
+"""
+
+GENERATION_TTL_SECONDS = 24 * 3600
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
+
+
+class RedisCache:
+    """Entries and generations in Redis, shared by every instance.
+
+    While Redis is unreachable the cache is bypassed (`stamp` is None) and bumps are lost.
+    So that no instance serves an entry that a lost bump should have hidden, the first
+    instance to reach Redis again moves everyone to a new epoch: the whole cache is cold.
+    """
+
+    def __init__(self, client: Redis, *, prefix: str = "") -> None:
+        self._client = client
+        self._prefix = f"{prefix}cache:"
+        self._epoch_key = f"{self._prefix}epoch"
+        self._script = client.register_script(_STAMP)
+        self.link = RedisLink("read cache")
+
+    async def stamp(self, scopes: list[str]) -> str | None:
+        if not await self._usable():
+            return None
+        keys = [self._epoch_key, *(f"{self._prefix}gen:{s}" for s in scopes)]
+        try:
+            values = await self._script(
+                keys=keys, args=[*(_token() for _ in keys), GENERATION_TTL_SECONDS]
+            )
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+            return None
+        return ".".join(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+
+    async def get(self, key: str) -> bytes | None:
+        if not self.link.up:
+            return None
+        try:
+            value = await self._client.get(f"{self._prefix}entry:{key}")
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+            return None
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        if not self.link.up:
+            return
+        try:
+            await self._client.set(f"{self._prefix}entry:{key}", value, ex=ttl)
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+
+    async def bump(self, scopes: list[str]) -> None:
+        # Tried even while the link is down: a bump that gets through spares the other
+        # instances a stale read; one that does not is covered by the next epoch.
+        mapping = {f"{self._prefix}gen:{s}": _token() for s in scopes}
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for key, token in mapping.items():
+                    pipe.set(key, token, ex=GENERATION_TTL_SECONDS)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+
+    async def healthy(self) -> bool:
+        if self.link.up:
+            try:
+                await self._client.ping()
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        else:
+            await self._usable()
+        return self.link.up
+
+    async def _usable(self) -> bool:
+        if self.link.up:
+            return True
+        if not self.link.usable():
+            return False
+        try:
+            # Bumps may have been lost while Redis was away: start a new epoch first.
+            await self._client.set(self._epoch_key, _token(), ex=GENERATION_TTL_SECONDS)
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+            return False
+        self.link.succeeded()
+        return True

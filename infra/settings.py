@@ -25,6 +25,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./orders.db"
     redis_url: str | None = None
+    # Prepended to every Redis key and channel, so that deployments (or test runs) can
+    # share one Redis without seeing each other's limits, cache or events.
+    redis_key_prefix: str = "order-service:"
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     app_env: Literal["development", "test", "production"] = "development"
