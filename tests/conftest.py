@@ -103,10 +103,15 @@ async def database_url(migrated_database: str, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings_factory(database_url: str) -> Any:
+    # One Redis key prefix per test (shared by the apps a test builds): ids restart with
+    # every fresh database, so limits and cached answers must not carry across tests.
+    redis_prefix = f"test-{uuid.uuid4().hex[:12]}:"
+
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,
             "redis_url": REDIS_URL,
+            "redis_key_prefix": redis_prefix,
             "app_env": "test",
             "bcrypt_rounds": 4,
             "payment_retry_base_seconds": 0.01,
