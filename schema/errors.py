@@ -68,3 +68,11 @@ class ErrorCodes(SchemaExtension):
             return
         request_id = getattr(self.execution_context.context, "request_id", None)
         result.errors = [format_error(e, request_id) for e in result.errors]
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # Each result of a subscription is sent as it comes: code its errors now.
+        errors = getattr(result, "errors", None)
+        if errors:
+            request_id = getattr(self.execution_context.context, "request_id", None)
+            result.errors = [format_error(e, request_id) for e in errors]
+        yield
