@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105 - a known development default
@@ -21,7 +21,7 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
     database_url: str = "sqlite+aiosqlite:///./orders.db"
     redis_url: str | None = None
@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     ws_max_connections_per_user: int = Field(10, ge=1)
     ws_keepalive_seconds: float = Field(15.0, gt=0)
     subscriber_queue_size: int = Field(256, ge=1)
-    trusted_proxies: str = "127.0.0.1,::1"
+    # uvicorn's own name for the same list is accepted too.
+    trusted_proxies: str = Field(
+        "127.0.0.1,::1", validation_alias=AliasChoices("TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS")
+    )
     admin_dist_dir: Path = REPO_ROOT / "web-admin" / "dist"
 
     @model_validator(mode="after")
