@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -73,7 +73,17 @@ class OrderLine(SQLModel, table=True):
 
 class Payment(SQLModel, table=True):
     __tablename__ = "payments"
-    __table_args__ = (Index("ix_payments_order_created", "order_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_payments_order_created", "order_id", "created_at"),
+        # At most one PENDING payment per order (migration 0002).
+        Index(
+            "uq_payments_order_pending",
+            "order_id",
+            unique=True,
+            sqlite_where=text("status = 'PENDING'"),
+            postgresql_where=text("status = 'PENDING'"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     order_id: int = Field(foreign_key="orders.id", ondelete="CASCADE")

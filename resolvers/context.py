@@ -10,6 +10,7 @@ from infra.broker import Broker
 from infra.cache import Cache
 from infra.limiter import Limiter
 from infra.metrics import Metrics
+from infra.provider import PaymentProviderClient
 from infra.security import TokenClaims, decode_access_token
 from infra.settings import Settings
 from models.db import Database
@@ -28,6 +29,8 @@ class Services:
     cache: Cache
     limiter: Limiter
     metrics: Metrics
+    # None: the built-in simulated provider (PAYMENT_PROVIDER_URL unset).
+    provider: PaymentProviderClient | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -36,6 +39,7 @@ class RequestContext:
     services: Services
     request_id: str
     client_ip: str | None = None
+    base_url: str | None = None
     claims: TokenClaims | None = None
     connection_params: dict[str, Any] | None = None
     operation_name: str | None = None

@@ -39,6 +39,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         )
         if isinstance(request, Request):
             ctx.authenticate(request.headers.get("authorization"))
+            ctx.base_url = str(request.base_url)
         return ctx
 
     async def on_ws_connect(self, context: RequestContext) -> None:

@@ -23,6 +23,7 @@ from infra.broker import InProcessBroker
 from infra.cache import MemoryCache
 from infra.limiter import InProcessLimiter
 from infra.metrics import CONTENT_TYPE_LATEST, Metrics
+from infra.provider import PaymentProviderClient
 from infra.settings import Settings
 from models.db import Database
 from resolvers import events
@@ -92,6 +93,14 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings, metrics)
+        services.provider = PaymentProviderClient.from_settings(
+            settings, on_attempt=lambda outcome: metrics.payment_attempts.labels(outcome).inc()
+        )
+        if services.provider is None and settings.is_production:
+            log.warning(
+                "PAYMENT_PROVIDER_URL is unset: the simulated provider lets whoever starts a "
+                "payment mark it paid at /payments/simulator"
+            )
         services_box["services"] = services
         app.state.services = services
         await services.broker.start()
@@ -103,6 +112,8 @@ def create_app(settings: Settings) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
             await services.broker.stop()
+            if services.provider is not None:
+                await services.provider.aclose()
             await services.db.dispose()
 
     view = GraphQLView(

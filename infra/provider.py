@@ -1,0 +1,196 @@
+"""The payment provider's HTTP client: one shared httpx client, bounded retries with
+exponential backoff and full jitter.
+
+Only failures that another try may cure are retried (no connection, a timeout, 429, 5xx);
+any other answer fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from infra.settings import Settings
+
+log = logging.getLogger("order_service.provider")
+
+MAX_ATTEMPTS = 3
+MAX_REDIRECT_URL = 2048
+MAX_REFERENCE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRequest:
+    payment_id: str
+    order_id: int
+    amount_cents: int
+    callback_url: str
+    currency: str = "USD"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "payment_id": self.payment_id,
+            "order_id": self.order_id,
+            "amount_cents": self.amount_cents,
+            "currency": self.currency,
+            "callback_url": self.callback_url,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPayment:
+    """What the provider answered: where to send the payer, and its own reference."""
+
+    redirect_url: str
+    reference: str | None = None
+
+
+class ProviderFailed(Exception):
+    """The provider did not accept the payment; `attempts` calls were made."""
+
+    def __init__(self, last_error: str, attempts: int) -> None:
+        super().__init__(last_error)
+        self.last_error = last_error
+        self.attempts = attempts
+
+
+class _Retryable(Exception):
+    def __init__(self, outcome: str, error: str) -> None:
+        super().__init__(error)
+        self.outcome = outcome
+        self.error = error
+
+
+class _Final(Exception):
+    def __init__(self, outcome: str, error: str) -> None:
+        super().__init__(error)
+        self.outcome = outcome
+        self.error = error
+
+
+def full_jitter(cap: float) -> float:
+    return random.uniform(0, cap)
+
+
+def backoff_cap(retry: int, base: float) -> float:
+    """The longest wait before retry number `retry` (1, 2, ...): base, 2 base, 4 base..."""
+    return float(base * 2 ** (retry - 1))
+
+
+class PaymentProviderClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        retry_base: float,
+        max_attempts: int = MAX_ATTEMPTS,
+        on_attempt: Callable[[str], None] | None = None,
+        jitter: Callable[[float], float] = full_jitter,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.retry_base = retry_base
+        self.max_attempts = max_attempts
+        self._on_attempt = on_attempt or (lambda _outcome: None)
+        self._jitter = jitter
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+            headers={"user-agent": "order-service"},
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, on_attempt: Callable[[str], None] | None = None
+    ) -> PaymentProviderClient | None:
+        """The configured provider, or None for the built-in simulated one."""
+        if not settings.payment_provider_url:
+            return None
+        return cls(
+            settings.payment_provider_url,
+            timeout=settings.payment_provider_timeout_seconds,
+            retry_base=settings.payment_retry_base_seconds,
+            on_attempt=on_attempt,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create_payment(self, request: PaymentRequest) -> ProviderPayment:
+        """Ask the provider to start a payment; raises ProviderFailed after the last try."""
+        last_error = "no attempt made"
+        for attempt in range(1, self.max_attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(self._jitter(backoff_cap(attempt - 1, self.retry_base)))
+            try:
+                answer = await self._attempt(request)
+            except _Retryable as exc:
+                self._on_attempt(exc.outcome)
+                last_error = exc.error
+                log.info(
+                    "payment provider attempt %d/%d for %s failed: %s",
+                    attempt,
+                    self.max_attempts,
+                    request.payment_id,
+                    exc.error,
+                )
+                continue
+            except _Final as exc:
+                self._on_attempt(exc.outcome)
+                raise ProviderFailed(exc.error, attempt) from None
+            self._on_attempt("success")
+            return answer
+        raise ProviderFailed(last_error, self.max_attempts)
+
+    async def _attempt(self, request: PaymentRequest) -> ProviderPayment:
+        try:
+            response = await self._http.post(
+                self.url,
+                json=request.as_json(),
+                # A retry after a lost answer must not start a second payment there.
+                headers={"idempotency-key": request.payment_id},
+            )
+        except httpx.TimeoutException as exc:
+            raise _Retryable("timeout", f"timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(
+                "connection_error", f"connection error ({type(exc).__name__})"
+            ) from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise _Retryable("retryable_status", f"HTTP {status}")
+        if not 200 <= status < 300:
+            raise _Final("rejected", f"HTTP {status}")
+        return _parse_answer(response)
+
+
+def _parse_answer(response: httpx.Response) -> ProviderPayment:
+    try:
+        data = response.json()
+    except ValueError:
+        raise _Final("invalid_response", "HTTP 2xx without a JSON body") from None
+    redirect = data.get("redirect_url") if isinstance(data, dict) else None
+    if not isinstance(redirect, str) or not _is_web_url(redirect):
+        raise _Final("invalid_response", "HTTP 2xx without a valid redirect_url")
+    reference = data.get("reference", data.get("provider_reference"))
+    if reference is not None and not isinstance(reference, str | int):
+        reference = None
+    ref = str(reference)[:MAX_REFERENCE] if reference is not None else None
+    return ProviderPayment(redirect_url=redirect, reference=ref)
+
+
+def _is_web_url(url: str) -> bool:
+    # The URL is handed to browsers: nothing but http(s) with a host.
+    if len(url) > MAX_REDIRECT_URL:
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
