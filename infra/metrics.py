@@ -1,9 +1,18 @@
-"""Prometheus metrics, in a registry of the app's own so that tests can build many apps."""
+"""Prometheus metrics, in a registry of the app's own so that tests can build many apps.
+
+With several worker processes (`serve --workers N`) each worker counts on its own. Either
+scrape every instance (one worker per container, the compose and k8s setup), or set
+PROMETHEUS_MULTIPROC_DIR (an empty directory, the same for all workers, set before they
+start): then every worker writes its samples there and /metrics adds them all up.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -39,19 +48,38 @@ class Metrics:
         self.cache_requests = Counter(
             "cache_requests_total", "Read cache lookups by result.", ["result"], registry=r
         )
+        # multiprocess_mode only matters with PROMETHEUS_MULTIPROC_DIR: how the workers'
+        # values combine (per-process counts add up; a database-wide count is the latest).
         self.active_subscriptions = Gauge(
-            "graphql_active_subscriptions", "Live GraphQL subscriptions.", registry=r
+            "graphql_active_subscriptions",
+            "Live GraphQL subscriptions.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.active_connections = Gauge(
-            "graphql_ws_connections", "Open GraphQL websocket connections.", registry=r
+            "graphql_ws_connections",
+            "Open GraphQL websocket connections.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.db_pool_in_use = Gauge(
-            "db_pool_connections_in_use", "Database connections checked out.", registry=r
+            "db_pool_connections_in_use",
+            "Database connections checked out.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.outbox_backlog = Gauge(
             "outbox_unpublished_events",
             "Status events committed but not yet published.",
             registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.redis_up = Gauge(
+            "redis_up",
+            "1 while Redis answers this component (cache, rate_limits), 0 while it falls back.",
+            ["component"],
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.payment_attempts = Counter(
             "payment_provider_attempts_total",
@@ -61,4 +89,8 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined)
+            return generate_latest(combined)
         return generate_latest(self.registry)

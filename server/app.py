@@ -20,10 +20,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from infra.broker import InProcessBroker
-from infra.cache import MemoryCache
-from infra.limiter import InProcessLimiter
+from infra.cache import Cache, MemoryCache, RedisCache
+from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
 from infra.metrics import CONTENT_TYPE_LATEST, Metrics
 from infra.provider import PaymentProviderClient
+from infra.redis_link import redis_client
 from infra.settings import Settings
 from models.db import Database
 from resolvers import events
@@ -37,16 +38,26 @@ log = logging.getLogger("order_service")
 
 RELAY_INTERVAL_SECONDS = 1.0
 RELAY_MIN_AGE = timedelta(seconds=2)
+REDIS_WATCH_INTERVAL_SECONDS = 1.0
 
 
 def build_services(settings: Settings, metrics: Metrics) -> Services:
+    cache: Cache = MemoryCache()
+    limiter: Limiter = InProcessLimiter()
+    extras: dict[str, object] = {}
+    if settings.redis_url:
+        # One client (a lazy connection pool) for the cache and the limiter.
+        redis = extras["redis"] = redis_client(settings.redis_url)
+        cache = RedisCache(redis, prefix=settings.redis_key_prefix)
+        limiter = RedisLimiter(redis, prefix=settings.redis_key_prefix)
     return Services(
         settings=settings,
         db=Database(settings.database_url, pool_size=settings.db_pool_size),
         broker=InProcessBroker(),
-        cache=MemoryCache(),
-        limiter=InProcessLimiter(),
+        cache=cache,
+        limiter=limiter,
         metrics=metrics,
+        extras=extras,
     )
 
 
@@ -57,6 +68,22 @@ async def _relay_forever(services: Services) -> None:
             await events.relay_once(services, min_age=RELAY_MIN_AGE)
         except Exception:
             log.warning("outbox relay pass failed", exc_info=True)
+
+
+async def _watch_redis(services: Services) -> None:
+    """Notices a Redis outage without waiting for traffic, and its end: the cache moves to
+    a new epoch as soon as Redis is back, before any instance can serve a stale entry."""
+    while True:
+        await asyncio.sleep(REDIS_WATCH_INTERVAL_SECONDS)
+        for component, check in (
+            ("cache", services.cache.healthy),
+            ("rate_limits", services.limiter.healthy),
+        ):
+            try:
+                up = await asyncio.wait_for(check(), timeout=3)
+            except Exception:
+                up = False
+            services.metrics.redis_up.labels(component).set(1 if up else 0)
 
 
 class SinglePageApp(StaticFiles):
@@ -105,15 +132,22 @@ def create_app(settings: Settings) -> Starlette:
         app.state.services = services
         await services.broker.start()
         relay = asyncio.create_task(_relay_forever(services), name="outbox-relay")
+        background = [relay]
+        if settings.redis_url:
+            background.append(asyncio.create_task(_watch_redis(services), name="redis-watch"))
         try:
             yield
         finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await services.broker.stop()
             if services.provider is not None:
                 await services.provider.aclose()
+            redis = services.extras.get("redis")
+            if redis is not None:
+                await redis.aclose()
             await services.db.dispose()
 
     view = GraphQLView(
@@ -141,9 +175,22 @@ def create_app(settings: Settings) -> Starlette:
             checks["broker"] = "ok" if ok else "degraded"
         except Exception as exc:
             checks["broker"] = f"degraded: {type(exc).__name__}"
+        for name, check, fallback in (
+            ("cache", services.cache.healthy, "Redis unavailable, reads bypass the cache"),
+            ("rate_limits", services.limiter.healthy, "Redis unavailable, limits per process"),
+        ):
+            try:
+                ok = await asyncio.wait_for(check(), timeout=3)
+            except Exception:
+                ok = False
+            checks[name] = "ok" if ok else f"degraded: {fallback}"
+        # Only the database is essential: without Redis the service still answers.
         failed = checks["database"] != "ok"
-        body = {"status": "unavailable" if failed else "ok", "checks": checks}
-        return JSONResponse(body, status_code=503 if failed else 200)
+        degraded = any(v != "ok" for v in checks.values())
+        status = "unavailable" if failed else "degraded" if degraded else "ok"
+        return JSONResponse(
+            {"status": status, "checks": checks}, status_code=503 if failed else 200
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         services: Services = request.app.state.services

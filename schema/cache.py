@@ -1,0 +1,159 @@
+"""Whole-response cache for read-only order queries, and what the view knows about an
+operation before running it (its name and type, for logs and metrics).
+
+Only a query whose root fields are `order`/`orders` is cached. The key is the caller's
+scope (`orders:user:<id>`, or `orders:all` for an admin, the role read from the database),
+that scope's generation stamp, taken *before* executing, and a hash of the document,
+variables and operation name. Every order write bumps the generations of its scopes
+(`events.after_commit`), so after a write returns no instance can find an older answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import orjson
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    parse,
+)
+
+from models.state import Role
+from resolvers.context import RequestContext
+
+CACHEABLE_ROOT_FIELDS = frozenset({"order", "orders"})
+_HARMLESS_ROOT_FIELDS = frozenset({"__typename"})
+# Documents longer than this are described without remembering them, and never cached.
+_MAX_REMEMBERED_DOCUMENT = 20_000
+_LABEL_RE = re.compile(r"^[_A-Za-z][_0-9A-Za-z,]{0,99}$")
+_MAX_LABELS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What a document's selected operation is, as far as parsing alone can tell."""
+
+    name: str | None
+    type: str  # "query", "mutation" or "subscription"
+    root_fields: frozenset[str]
+
+    @property
+    def cacheable(self) -> bool:
+        return (
+            self.type == "query"
+            and bool(self.root_fields & CACHEABLE_ROOT_FIELDS)
+            and self.root_fields <= CACHEABLE_ROOT_FIELDS | _HARMLESS_ROOT_FIELDS
+        )
+
+    @property
+    def label(self) -> str:
+        """The operation's name, or its root fields when it has none."""
+        return self.name or ",".join(sorted(self.root_fields)) or "anonymous"
+
+
+def describe(query: str | None, operation_name: str | None, max_tokens: int) -> Operation | None:
+    """The operation that `operation_name` picks, or None when parsing cannot tell."""
+    if not query:
+        return None
+    if len(query) > _MAX_REMEMBERED_DOCUMENT:
+        op = _describe(query, operation_name, max_tokens)
+        # Too long to remember, so too long to cache: describe it as not cacheable.
+        return Operation(op.name, op.type, frozenset()) if op else None
+    return _describe_remembered(query, operation_name, max_tokens)
+
+
+@lru_cache(maxsize=256)
+def _describe_remembered(
+    query: str, operation_name: str | None, max_tokens: int
+) -> Operation | None:
+    return _describe(query, operation_name, max_tokens)
+
+
+def _describe(query: str, operation_name: str | None, max_tokens: int) -> Operation | None:
+    try:
+        document = parse(query, no_location=True, max_tokens=max_tokens)
+    except GraphQLError:
+        return None
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name:
+        operations = [o for o in operations if o.name and o.name.value == operation_name]
+    if len(operations) != 1:
+        return None
+    op = operations[0]
+    fields = _root_fields(document, op.selection_set, set())
+    return Operation(op.name.value if op.name else None, op.operation.value, frozenset(fields))
+
+
+def _root_fields(
+    document: DocumentNode, selection_set: SelectionSetNode, seen: set[str]
+) -> set[str]:
+    names: set[str] = set()
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            names.add(selection.name.value)
+        elif isinstance(selection, InlineFragmentNode):
+            names |= _root_fields(document, selection.selection_set, seen)
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            if name in seen:  # a cycle: invalid, validation will say so
+                continue
+            seen.add(name)
+            for d in document.definitions:
+                if isinstance(d, FragmentDefinitionNode) and d.name.value == name:
+                    names |= _root_fields(document, d.selection_set, seen)
+    return names
+
+
+class OperationLabels:
+    """Operation names as metric labels: clients choose them, so their number is capped."""
+
+    def __init__(self, limit: int = _MAX_LABELS) -> None:
+        self._known: set[str] = set()
+        self._limit = limit
+
+    def __call__(self, op: Operation | None) -> str:
+        if op is None:
+            return "unknown"
+        label = op.label
+        if not _LABEL_RE.match(label):
+            return "other"
+        if label not in self._known:
+            if len(self._known) >= self._limit:
+                return "other"
+            self._known.add(label)
+        return label
+
+
+async def cache_key(
+    ctx: RequestContext,
+    query: str,
+    variables: dict[str, object] | None,
+    operation_name: str | None,
+) -> str | None:
+    """The key of this caller's answer at the current generation; None: do not cache."""
+    user = await ctx.current_user()
+    if user is None:
+        return None
+    scope = "orders:all" if user.role == Role.ADMIN else f"orders:user:{user.id}"
+    try:
+        request = orjson.dumps(
+            [query, variables or {}, operation_name], option=orjson.OPT_SORT_KEYS
+        )
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
+        return None
+    stamp = await ctx.services.cache.stamp([scope])
+    if stamp is None:
+        ctx.services.metrics.cache_requests.labels("bypass").inc()
+        return None
+    digest = hashlib.sha256(request).hexdigest()
+    return f"resp:{scope}:{user.role}:{stamp}:{digest}"
