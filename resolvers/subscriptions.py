@@ -1,0 +1,98 @@
+"""Live order status: the events one subscriber may see, checked event by event."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncGenerator
+
+from infra.broker import SubscriberTooSlow
+from models.state import Role
+from models.tables import Order, User
+from resolvers.context import RequestContext
+from resolvers.errors import DomainError, NotFound, Unauthenticated
+from resolvers.events import ORDER_STATUS_CHANNEL, StatusEvent
+from resolvers.orders import parse_order_id
+
+log = logging.getLogger("order_service.subscriptions")
+
+# Duplicates (two relays, a replay after a Redis outage) arrive within seconds of the
+# original; remembering the latest versions of this many orders is plenty.
+SEEN_ORDERS = 10_000
+
+
+class SubscriptionDropped(DomainError):
+    default_message = (
+        "Events came faster than this subscription read them; it was ended. "
+        "Subscribe again and re-read the orders."
+    )
+
+
+class _LatestVersions:
+    """The newest version sent per order, for the most recently changed orders."""
+
+    def __init__(self, size: int) -> None:
+        self._versions: OrderedDict[int, int] = OrderedDict()
+        self._size = size
+
+    def is_new(self, order_id: int, version: int) -> bool:
+        if self._versions.get(order_id, 0) >= version:
+            return False
+        self._versions[order_id] = version
+        self._versions.move_to_end(order_id)
+        if len(self._versions) > self._size:
+            self._versions.popitem(last=False)
+        return True
+
+
+def may_see(user: User, event: StatusEvent) -> bool:
+    return user.role == Role.ADMIN or event.user_id == user.id
+
+
+async def order_status_events(
+    ctx: RequestContext, raw_order_id: str | None
+) -> AsyncGenerator[StatusEvent, None]:
+    """Committed status changes of one order, or of every order the caller may see.
+
+    Asking for an order the caller may not see is `NotFound`, as for a read. Who may see
+    an event is decided when it arrives, with the caller's role as the database has it
+    (re-read at most every `USER_RECHECK_SECONDS`): a demoted admin stops seeing other
+    users' orders. An event is never sent twice, nor after a newer version of its order.
+    """
+    user = await ctx.require_user()
+    services = ctx.services
+    # Subscribe before the access check so that no change slips between the two.
+    subscription = services.broker.subscribe(
+        ORDER_STATUS_CHANNEL, ctx.settings.subscriber_queue_size
+    )
+    services.metrics.active_subscriptions.inc()
+    try:
+        only = None if raw_order_id is None else await _visible_order(ctx, user, raw_order_id)
+        latest = _LatestVersions(SEEN_ORDERS)
+        async for raw in subscription:
+            try:
+                event = StatusEvent.decode(raw)
+            except (ValueError, TypeError, KeyError):
+                log.warning("dropping a malformed status event: %r", raw[:200])
+                continue
+            if only is not None and event.order_id != only:
+                continue
+            current = await ctx.current_user()
+            if current is None:
+                raise Unauthenticated("Your account no longer exists.")
+            if may_see(current, event) and latest.is_new(event.order_id, event.version):
+                yield event
+    except SubscriberTooSlow as exc:
+        raise SubscriptionDropped() from exc
+    finally:
+        subscription.close()
+        services.metrics.active_subscriptions.dec()
+
+
+async def _visible_order(ctx: RequestContext, user: User, raw_id: str) -> int:
+    order_id = parse_order_id(raw_id)
+    async with ctx.services.db.read() as session:
+        order = await session.get(Order, order_id)
+    if order is None or not (user.role == Role.ADMIN or order.user_id == user.id):
+        raise NotFound("Order not found.")
+    return order_id
