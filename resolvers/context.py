@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,9 @@ from models.db import Database
 from models.state import Role
 from models.tables import User
 from resolvers.errors import Forbidden, Unauthenticated
+
+# A websocket keeps one context for hours: its user (and role) is read again this often.
+USER_RECHECK_SECONDS = 30.0
 
 
 @dataclass(eq=False)
@@ -44,6 +48,7 @@ class RequestContext:
     connection_params: dict[str, Any] | None = None
     operation_name: str | None = None
     _user: asyncio.Future[User | None] | None = None
+    _user_loaded_at: float = 0.0
 
     @property
     def settings(self) -> Settings:
@@ -65,9 +70,17 @@ class RequestContext:
     async def current_user(self) -> User | None:
         """The user the token names, as the database has it now (role included)."""
         # Sibling fields resolve concurrently: they share one lookup.
-        if self._user is None:
+        if self._user is None or self._user_is_stale():
             self._user = asyncio.ensure_future(self._load_user())
+            self._user_loaded_at = time.monotonic()
         return await asyncio.shield(self._user)
+
+    def _user_is_stale(self) -> bool:
+        loaded = self._user
+        if loaded is None or not loaded.done():
+            return False
+        failed = loaded.cancelled() or loaded.exception() is not None
+        return failed or time.monotonic() - self._user_loaded_at > USER_RECHECK_SECONDS
 
     async def _load_user(self) -> User | None:
         if self.claims is None:

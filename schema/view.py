@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -12,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
 from strawberry.types import ExecutionResult
@@ -20,6 +18,7 @@ from strawberry.types import ExecutionResult
 from resolvers.context import RequestContext, Services
 from schema.cache import OperationLabels, cache_key, describe
 from schema.errors import format_error
+from schema.websocket import ConnectionRegistry, LegacyWSHandler, TransportWSHandler
 
 
 @dataclass
@@ -35,16 +34,14 @@ class _EncodedResponse(dict[str, Any]):
         self.body = body
 
 
-def _authorization_param(params: Mapping[str, Any] | None) -> str | None:
-    for key, value in (params or {}).items():
-        if isinstance(key, str) and key.lower() == "authorization" and isinstance(value, str):
-            return value
-    return None
-
-
 class GraphQLView(GraphQL[RequestContext, None]):
+    # Websocket admission, limits and token expiry: see schema/websocket.py.
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.connections = ConnectionRegistry()
         self._labels = OperationLabels()
 
     async def get_context(
@@ -61,12 +58,6 @@ class GraphQLView(GraphQL[RequestContext, None]):
             ctx.authenticate(request.headers.get("authorization"))
             ctx.base_url = str(request.base_url)
         return ctx
-
-    async def on_ws_connect(self, context: RequestContext) -> None:
-        context.authenticate(_authorization_param(context.connection_params))
-        if await context.current_user() is None:
-            raise ConnectionRejectionError({"message": "A valid access token is required."})
-        return None
 
     async def execute_single(
         self,
