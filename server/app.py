@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -19,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from infra.broker import InProcessBroker
+from infra.broker import Broker, InProcessBroker, RedisBroker
 from infra.cache import Cache, MemoryCache, RedisCache
 from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
 from infra.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -38,7 +39,15 @@ log = logging.getLogger("order_service")
 
 RELAY_INTERVAL_SECONDS = 1.0
 RELAY_MIN_AGE = timedelta(seconds=2)
+OUTBOX_RETENTION = timedelta(days=1)
+PRUNE_EVERY_PASSES = 600
 REDIS_WATCH_INTERVAL_SECONDS = 1.0
+
+
+def _broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        return RedisBroker(settings.redis_url, prefix=settings.redis_key_prefix)
+    return InProcessBroker()
 
 
 def build_services(settings: Settings, metrics: Metrics) -> Services:
@@ -53,7 +62,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     return Services(
         settings=settings,
         db=Database(settings.database_url, pool_size=settings.db_pool_size),
-        broker=InProcessBroker(),
+        broker=_broker(settings),
         cache=cache,
         limiter=limiter,
         metrics=metrics,
@@ -62,10 +71,14 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
 
 
 async def _relay_forever(services: Services) -> None:
+    passes = 0
     while True:
         await asyncio.sleep(RELAY_INTERVAL_SECONDS)
+        passes += 1
         try:
             await events.relay_once(services, min_age=RELAY_MIN_AGE)
+            if passes % PRUNE_EVERY_PASSES == 0:
+                await events.prune_published(services, older_than=OUTBOX_RETENTION)
         except Exception:
             log.warning("outbox relay pass failed", exc_info=True)
 
@@ -130,6 +143,9 @@ def create_app(settings: Settings) -> Starlette:
             )
         services_box["services"] = services
         app.state.services = services
+        if isinstance(services.broker, RedisBroker):
+            # Redis keeps nothing for a listener that was away: replay from the outbox.
+            services.broker.on_reconnect = functools.partial(events.replay_since, services)
         await services.broker.start()
         relay = asyncio.create_task(_relay_forever(services), name="outbox-relay")
         background = [relay]
@@ -199,6 +215,17 @@ def create_app(settings: Settings) -> Starlette:
             metrics.outbox_backlog.set(await events.backlog(services))
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    async def debug_runtime(request: Request) -> Response:
+        # APP_ENV=test only: lets tests see that connections leave nothing behind.
+        services: Services = request.app.state.services
+        return JSONResponse(
+            {
+                "tasks": len(asyncio.all_tasks()),
+                "subscribers": services.broker.fanout.count(),
+                "ws_connections": view.connections.open,
+            }
+        )
+
     async def root(_: Request) -> Response:
         return JSONResponse(
             {"graphql": "/graphql", "admin": "/admin", "health": "/health", "ready": "/ready"}
@@ -209,6 +236,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", health),
         Route("/ready", ready),
         Route("/metrics", metrics_endpoint),
+        *([Route("/debug/runtime", debug_runtime)] if settings.app_env == "test" else []),
         Route("/graphql", view, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", view),
         *webhook_routes(),
