@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from infra.limiter import hashed
 from infra.security import (
     burn_password_check,
     create_access_token,
@@ -17,8 +18,9 @@ from infra.security import (
 )
 from models.state import Role
 from models.tables import User
+from resolvers import events
 from resolvers.context import RequestContext
-from resolvers.errors import EmailTaken, FieldErrors, InvalidCredentials
+from resolvers.errors import EmailTaken, FieldErrors, InvalidCredentials, RateLimited
 
 PASSWORD_MIN_BYTES = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores anything longer
@@ -85,10 +87,40 @@ async def signup(ctx: RequestContext, email: str, password: str) -> AuthResult:
     return issue_token(ctx, await create_user(ctx, email, password))
 
 
+def _login_limits(ctx: RequestContext, email: str | None) -> list[tuple[str, str]]:
+    """(metric label, limiter key) of the failed-login budgets this attempt draws on."""
+    limits = []
+    if email is not None:
+        limits.append(("login_email", f"login:email:{hashed(email)}"))
+    if ctx.client_ip:
+        limits.append(("login_ip", f"login:ip:{ctx.client_ip}"))
+    return limits
+
+
 async def login(ctx: RequestContext, email: str, password: str) -> AuthResult:
     errors = FieldErrors()
     email = normalise_email(email, errors)
-    if errors.errors or not password:
+    limits = _login_limits(ctx, None if errors.errors else email)
+    per_minute = ctx.settings.rate_limit_login_failures_per_minute
+    services = ctx.services
+    # Over a budget, the password is not even checked: guessing gets no answer at all.
+    for label, key in limits:
+        retry_after = await services.limiter.peek(key, per_minute)
+        if retry_after is not None:
+            services.metrics.rate_limited.labels(label).inc()
+            raise RateLimited(retry_after, "Too many failed logins.")
+    try:
+        return await _check_credentials(ctx, email, password, valid_email=not errors.errors)
+    except InvalidCredentials:
+        for _, key in limits:
+            await services.limiter.hit(key, per_minute)
+        raise
+
+
+async def _check_credentials(
+    ctx: RequestContext, email: str, password: str, *, valid_email: bool
+) -> AuthResult:
+    if not valid_email or not password:
         raise InvalidCredentials()
     user = await find_user_by_email(ctx, email)
     if user is None:
@@ -113,4 +145,6 @@ async def promote_or_create_admin(ctx: RequestContext, email: str, password: str
         assert user is not None
         user.role = Role.ADMIN.value
         session.add(user)
+    # Cached order answers show their owner's role: make them stale.
+    await events.after_commit(ctx.services, [], {user.id} if user.id is not None else set())
     return user

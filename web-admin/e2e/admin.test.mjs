@@ -1,0 +1,306 @@
+// @ts-check
+// End-to-end tests of the admin UI against a live order service (BASE_URL, WEBHOOK_SECRET).
+// Run with scripts/admin-e2e from the repository root, or `npm run e2e` against a running server.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import {
+  ADMIN,
+  ADMIN_URL,
+  ALICE,
+  BASE_URL,
+  CREATE_ORDER,
+  INITIATE_PAYMENT,
+  ORDER,
+  SCREENSHOTS,
+  UPDATE_STATUS,
+  apiLogin,
+  eventually,
+  graphqlFetch,
+  launchBrowser,
+  randomToken,
+  rows,
+  rowsWhere,
+  sendWebhook,
+  uiLogin,
+  waitForRows,
+} from './helpers.mjs';
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 375, height: 812 };
+
+/** @type {import('playwright-core').Browser} */
+let browser;
+/** @type {import('playwright-core').BrowserContext} */
+let context;
+/** @type {import('playwright-core').Page} */
+let page;
+/** @type {string[]} */
+const pageErrors = [];
+
+/** @param {import('playwright-core').Page} p */
+const toast = (p, /** @type {string | RegExp} */ text) => p.locator('[data-testid="toast"]', { hasText: text });
+/** @param {import('playwright-core').Page} p */
+const liveIndicator = (p) => p.getByTestId('live-indicator');
+
+/** @param {import('playwright-core').Page} p @param {string} q */
+async function search(p, q) {
+  await p.getByLabel('Search').fill(q);
+  await eventually(async () => new URL(p.url()).searchParams.get('q') === (q || null), `q=${q} in the URL (debounced)`);
+}
+
+/** @param {import('playwright-core').Page} p @param {string} label */
+async function filterStatus(p, label) {
+  await p.getByLabel('Status', { exact: true }).selectOption({ label });
+}
+
+describe('admin UI', { timeout: 100_000 }, () => {
+  before(async () => {
+    const health = await fetch(`${BASE_URL}/health`).catch((e) => e);
+    assert.ok(health instanceof Response && health.ok, `no healthy server at ${BASE_URL}: ${health instanceof Response ? health.status : health}`);
+    browser = await launchBrowser();
+    context = await browser.newContext({ viewport: DESKTOP });
+    page = await context.newPage();
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+  });
+
+  after(async () => {
+    await browser?.close();
+  });
+
+  test('a USER cannot sign in to the admin', async () => {
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    try {
+      const p = await ctx.newPage();
+      await uiLogin(p, ALICE);
+      const error = p.getByTestId('login-error');
+      await error.waitFor();
+      assert.equal((await error.innerText()).trim(), 'This account is not an admin');
+      assert.equal(await p.locator('[data-testid="orders-table"]').count(), 0);
+      assert.equal(await p.evaluate(() => Object.keys(sessionStorage).filter((k) => k.includes('token')).length), 0);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('wrong password is refused', async () => {
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    try {
+      const p = await ctx.newPage();
+      await uiLogin(p, { email: ADMIN.email, password: 'not-the-password' });
+      await p.getByTestId('login-error').waitFor();
+      assert.match(await p.getByTestId('login-error').innerText(), /wrong email or password/i);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('an admin signs in and sees the orders, live', async () => {
+    await uiLogin(page, ADMIN);
+    await waitForRows(page);
+    const list = await rows(page);
+    assert.equal(list.length, 10, 'first page holds 10 orders');
+    assert.match(await page.getByTestId('orders-summary').innerText(), /Showing 1–10 of \d+/);
+    await eventually(async () => (await liveIndicator(page).innerText()).includes('Live'), 'the live indicator to say Live');
+    // Money, items and status render as a person expects.
+    const first = list[0];
+    assert.ok(first);
+    assert.match(first.text, /\$\d+\.\d{2}/);
+    assert.match(first.text, /\d+× [A-Z]+-\d+/);
+    await page.screenshot({ path: join(SCREENSHOTS, 'orders-desktop.png'), fullPage: true });
+  });
+
+  test('pages to page 2', async () => {
+    const firstPage = (await rows(page)).map((r) => r.id);
+    await page.getByRole('button', { name: 'Page 2', exact: true }).click();
+    const second = await rowsWhere(page, (l) => l.length > 0 && !l.some((r) => firstPage.includes(r.id)), 'page 2 rows');
+    assert.equal(await page.getByRole('button', { name: 'Page 2', exact: true }).getAttribute('aria-current'), 'page');
+    assert.match(await page.getByTestId('orders-summary').innerText(), /Showing 11–\d+ of/);
+    assert.ok(second.length > 0);
+    // Page size: 25 per page.
+    await page.getByLabel('Per page').selectOption('25');
+    await rowsWhere(page, (l) => l.length > 10, '25 rows per page');
+    await page.getByLabel('Per page').selectOption('10');
+    await rowsWhere(page, (l) => l.length === 10, '10 rows per page');
+  });
+
+  test('searches by SKU and by customer email', async () => {
+    await search(page, 'GADGET-002');
+    const bySku = await rowsWhere(page, (l) => l.length > 0 && l.every((r) => r.text.includes('GADGET-002')), 'only GADGET-002 orders');
+    assert.ok(bySku.length > 0);
+
+    await search(page, 'alice@example.com');
+    const byEmail = await rowsWhere(page, (l) => l.length > 0 && l.every((r) => r.text.includes('alice@example.com')), 'only alice orders');
+    assert.ok(byEmail.length > 0);
+
+    await search(page, 'no-such-thing-zzz');
+    await page.getByText('No orders match').waitFor();
+    await search(page, '');
+    await rowsWhere(page, (l) => l.length === 10, 'all orders again');
+  });
+
+  test('filters by status', async () => {
+    await filterStatus(page, 'Shipped');
+    const shipped = await rowsWhere(page, (l) => l.length > 0 && l.every((r) => r.status === 'SHIPPED'), 'only SHIPPED rows');
+    assert.ok(shipped.length > 0);
+    await filterStatus(page, 'Delivered');
+    const delivered = await rowsWhere(page, (l) => l.length > 0 && l.every((r) => r.status === 'DELIVERED'), 'only DELIVERED rows');
+    // A final status offers no change.
+    const id = delivered[0]?.id;
+    assert.ok(id);
+    assert.equal(await page.getByTestId(`status-menu-${id}`).count(), 0);
+    await filterStatus(page, 'All statuses');
+    await rowsWhere(page, (l) => new Set(l.map((r) => r.status)).size > 1, 'mixed statuses again');
+  });
+
+  test('changes the status of a PENDING order from its row', async () => {
+    await filterStatus(page, 'Pending');
+    const pending = await rowsWhere(page, (l) => l.length > 0 && l.every((r) => r.status === 'PENDING'), 'PENDING rows');
+    const target = pending[0];
+    assert.ok(target);
+    const row = page.getByTestId(`order-row-${target.id}`);
+    await page.getByTestId(`status-menu-${target.id}`).click();
+    const menu = page.getByRole('menu');
+    const offered = await menu.getByRole('menuitem').evaluateAll((els) => els.map((e) => e.getAttribute('data-status')));
+    assert.deepEqual(offered, ['PAID', 'CANCELLED'], 'PENDING may become PAID or CANCELLED only');
+    await page.screenshot({ path: join(SCREENSHOTS, 'status-menu-desktop.png') });
+    await menu.getByRole('menuitem', { name: /Mark as paid/ }).click();
+    await toast(page, `Order #${target.id} is now paid`).waitFor();
+    await page.locator(`[data-testid="order-row-${target.id}"][data-status="PAID"]`).waitFor();
+    assert.equal(Number(await row.getAttribute('data-version')), target.version + 1);
+    const server = await graphqlFetch(ORDER, { id: target.id }, await apiLogin(ADMIN));
+    assert.equal(server.order.status, 'PAID');
+    assert.equal(server.order.version, target.version + 1);
+    await filterStatus(page, 'All statuses');
+  });
+
+  test('a stale version shows the conflict toast and reloads the order', async () => {
+    // A second admin tab whose live feed is cut, so it keeps the old version on screen.
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    try {
+      await ctx.routeWebSocket(/\/graphql/, () => {
+        /* never connect: no live updates reach this tab */
+      });
+      const p = await ctx.newPage();
+      await uiLogin(p, ADMIN);
+      await waitForRows(p);
+      await filterStatus(p, 'Pending');
+      const pending = await rowsWhere(p, (l) => l.length > 0 && l.every((r) => r.status === 'PENDING'), 'PENDING rows');
+      const target = pending[0];
+      assert.ok(target);
+      // Show that one order whatever its status, so the reload after the conflict keeps it on screen.
+      await filterStatus(p, 'All statuses');
+      await search(p, target.id);
+      await rowsWhere(p, (l) => l.some((r) => r.id === target.id), `order #${target.id} found by id`);
+      assert.notEqual(await liveIndicator(p).getAttribute('data-state'), 'live');
+
+      const token = await apiLogin(ADMIN);
+      const changed = await graphqlFetch(UPDATE_STATUS, { input: { id: target.id, status: 'CANCELLED', version: target.version } }, token);
+      assert.equal(changed.updateOrderStatus.version, target.version + 1);
+
+      await p.getByTestId(`status-menu-${target.id}`).click();
+      await p.getByRole('menuitem', { name: /Mark as paid/ }).click();
+      await toast(p, `Order #${target.id} was changed by someone else — reloaded`).waitFor();
+      // The row now shows what the server holds.
+      await p.locator(`[data-testid="order-row-${target.id}"][data-status="CANCELLED"][data-version="${target.version + 1}"]`).waitFor();
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('a row turns PAID live after a signed payment webhook', async () => {
+    const alice = await apiLogin(ALICE);
+    const created = await graphqlFetch(CREATE_ORDER, { input: { items: [{ sku: 'WIDGET-001', qty: 1 }], clientToken: randomToken() } }, alice);
+    const orderId = created.createOrder.id;
+    assert.equal(created.createOrder.status, 'PENDING');
+    const payment = (await graphqlFetch(INITIATE_PAYMENT, { input: { orderId } }, alice)).initiatePayment;
+    assert.match(payment.id, /^pay_/);
+
+    // Newest first: the new order is on page 1 once the list is read again.
+    await page.goto(ADMIN_URL);
+    const row = page.locator(`[data-testid="order-row-${orderId}"]`);
+    await row.waitFor({ timeout: 15_000 });
+    assert.equal(await row.getAttribute('data-status'), 'PENDING');
+    await eventually(async () => (await liveIndicator(page).getAttribute('data-state')) === 'live', 'the live connection');
+    await page.evaluate(() => Object.assign(window, { __e2eNoReload: true }));
+
+    const hook = await sendWebhook({ payment_id: payment.id, order_id: orderId, status: 'SUCCESS' });
+    assert.equal(hook.status, 200, `webhook answered ${hook.status}: ${hook.body}`);
+
+    await page.locator(`[data-testid="order-row-${orderId}"][data-status="PAID"]`).waitFor({ timeout: 10_000 });
+    assert.equal(await row.getAttribute('data-version'), String(created.createOrder.version + 1));
+    assert.equal(await page.evaluate(() => /** @type {any} */ (window).__e2eNoReload), true, 'the page was not reloaded');
+
+    // The drawer lists the event seen this session and the now-succeeded payment.
+    await row.getByRole('button', { name: `Details of order #${orderId}` }).click();
+    const drawer = page.getByTestId('order-drawer');
+    await drawer.waitFor();
+    await drawer.getByTestId('drawer-events').getByText('Paid').waitFor();
+    await drawer.getByTestId('drawer-payment').getByText('Succeeded').waitFor({ timeout: 10_000 });
+    assert.match(await drawer.getByTestId('drawer-payment').innerText(), new RegExp(payment.id));
+    await page.screenshot({ path: join(SCREENSHOTS, 'order-drawer-desktop.png') });
+    await page.keyboard.press('Escape');
+    await drawer.waitFor({ state: 'detached' });
+  });
+
+  test('the detail drawer works from the keyboard', async () => {
+    await waitForRows(page);
+    const first = (await rows(page))[0];
+    assert.ok(first);
+    const trigger = page.getByRole('button', { name: `Order #${first.id} details` });
+    await trigger.focus();
+    await page.keyboard.press('Enter');
+    const drawer = page.getByRole('dialog');
+    await drawer.waitFor();
+    assert.equal(await drawer.evaluate((d) => d.contains(document.activeElement)), true, 'focus moves into the drawer');
+    assert.match(await drawer.innerText(), /Lines[\s\S]*Amount[\s\S]*Payment[\s\S]*Status changes this session/);
+    await page.keyboard.press('Escape');
+    await drawer.waitFor({ state: 'detached' });
+    assert.equal(await trigger.evaluate((b) => b === document.activeElement), true, 'focus returns to the row');
+  });
+
+  test('is usable on a phone', async () => {
+    const ctx = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    try {
+      const p = await ctx.newPage();
+      await uiLogin(p, ADMIN);
+      await waitForRows(p);
+      await eventually(async () => (await liveIndicator(p).getAttribute('data-state')) === 'live', 'Live on the phone');
+      const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `no sideways scrolling at 375px (overflow ${overflow}px)`);
+      await p.screenshot({ path: join(SCREENSHOTS, 'orders-phone.png'), fullPage: false });
+      await p.screenshot({ path: join(SCREENSHOTS, 'orders-phone-full.png'), fullPage: true });
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('an invalid token sends the admin back to sign in', async () => {
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    try {
+      const p = await ctx.newPage();
+      await uiLogin(p, ADMIN);
+      await waitForRows(p);
+      // Keep the claims (so exp is in the future) but break the signature: the server says UNAUTHENTICATED.
+      await p.evaluate(() => {
+        const key = Object.keys(sessionStorage).find((k) => k.endsWith('.token'));
+        if (!key) throw new Error('no token in sessionStorage');
+        sessionStorage.setItem(key, `${sessionStorage.getItem(key)}broken`);
+      });
+      await p.reload();
+      const flash = p.getByTestId('login-flash');
+      await flash.waitFor();
+      assert.equal((await flash.innerText()).trim(), 'Your session expired, please sign in again');
+      await p.getByLabel('Email').waitFor();
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('signs out', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('button', { name: 'Sign in' }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.length === 0 || !Object.keys(sessionStorage).some((k) => k.endsWith('.token'))), true);
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+  });
+});

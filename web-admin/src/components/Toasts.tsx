@@ -1,0 +1,46 @@
+import { dismissToast, toasts, type ToastKind } from '../lib/toast';
+import { useStore } from '../lib/store';
+
+const STYLE: Record<ToastKind, string> = {
+  success: 'border-emerald-200 bg-white text-slate-800 [--accent:var(--color-emerald-500)]',
+  error: 'border-rose-200 bg-white text-slate-800 [--accent:var(--color-rose-500)]',
+  info: 'border-slate-200 bg-white text-slate-800 [--accent:var(--color-indigo-500)]',
+};
+
+const ICON: Record<ToastKind, string> = { success: '✓', error: '!', info: 'i' };
+
+export function Toasts() {
+  const list = useStore(toasts);
+  return (
+    <div
+      aria-live="polite"
+      role="status"
+      className="pointer-events-none fixed inset-x-0 bottom-0 z-50 flex flex-col items-center gap-2 p-4 sm:items-end"
+    >
+      {list.map((t) => (
+        <div
+          key={t.id}
+          data-testid="toast"
+          data-kind={t.kind}
+          className={`pointer-events-auto flex w-full max-w-sm items-start gap-3 rounded-lg border px-4 py-3 text-sm shadow-lg shadow-slate-900/5 animate-toast-in ${STYLE[t.kind]}`}
+        >
+          <span
+            aria-hidden="true"
+            className="mt-0.5 flex size-5 shrink-0 items-center justify-center rounded-full bg-[var(--accent)] text-xs font-bold text-white"
+          >
+            {ICON[t.kind]}
+          </span>
+          <p className="flex-1 leading-snug">{t.message}</p>
+          <button
+            type="button"
+            onClick={() => dismissToast(t.id)}
+            aria-label="Dismiss notification"
+            className="-m-1 rounded p-1 text-slate-400 hover:text-slate-700 focus-visible:outline-2 focus-visible:outline-indigo-500"
+          >
+            ✕
+          </button>
+        </div>
+      ))}
+    </div>
+  );
+}
