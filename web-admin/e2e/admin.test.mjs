@@ -243,6 +243,40 @@ describe('admin UI', { timeout: 100_000 }, () => {
     await drawer.waitFor({ state: 'detached' });
   });
 
+  test('the live feed reconnects by itself and keeps updating rows', async () => {
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    try {
+      /** @type {{page: import('playwright-core').WebSocketRoute, server: import('playwright-core').WebSocketRoute}[]} */
+      const sockets = [];
+      // Pass the websocket through untouched, keeping a handle to cut it.
+      await ctx.routeWebSocket(/\/graphql/, (ws) => {
+        sockets.push({ page: ws, server: ws.connectToServer() });
+      });
+      const p = await ctx.newPage();
+      await uiLogin(p, ADMIN);
+      await waitForRows(p);
+      await eventually(async () => (await liveIndicator(p).getAttribute('data-state')) === 'live', 'Live');
+
+      const cut = sockets.at(-1);
+      assert.ok(cut);
+      await cut.server.close({ code: 1012, reason: 'e2e: service restart' });
+      await cut.page.close({ code: 1012, reason: 'e2e: service restart' });
+      await eventually(async () => (await liveIndicator(p).innerText()).includes('Reconnecting…'), 'Reconnecting… after the cut', 5_000);
+      await eventually(async () => (await liveIndicator(p).getAttribute('data-state')) === 'live', 'Live again', 15_000);
+      assert.ok(sockets.length >= 2, 'a new websocket was opened');
+
+      // Events flow on the new connection: a change made elsewhere shows up in this tab.
+      await filterStatus(p, 'Pending');
+      const pending = await rowsWhere(p, (l) => l.length > 0 && l.every((r) => r.status === 'PENDING'), 'PENDING rows');
+      const target = pending[0];
+      assert.ok(target);
+      await graphqlFetch(UPDATE_STATUS, { input: { id: target.id, status: 'PAID', version: target.version } }, await apiLogin(ADMIN));
+      await p.locator(`[data-testid="order-row-${target.id}"][data-status="PAID"][data-version="${target.version + 1}"]`).waitFor({ timeout: 10_000 });
+    } finally {
+      await ctx.close();
+    }
+  });
+
   test('the detail drawer works from the keyboard', async () => {
     await waitForRows(page);
     const first = (await rows(page))[0];

@@ -43,7 +43,14 @@ export const OrderRow = memo(function OrderRow({ order, flash, busy, onOpen, onC
       </td>
       <td className={`${TD} order-4 basis-full text-sm text-slate-600`}>
         <span className="line-clamp-2 lg:max-w-72" title={items} data-testid="order-items">
-          {items}
+          {order.items.map((item, i) => (
+            <span key={item.sku}>
+              <span className="whitespace-nowrap">
+                {item.qty}× {item.sku}
+              </span>
+              {i < order.items.length - 1 ? ', ' : ''}
+            </span>
+          ))}
         </span>
       </td>
       <td className={`${TD} order-7 grow basis-2/5 text-base font-semibold tabular-nums text-slate-900 lg:text-right lg:text-sm lg:font-medium`}>

@@ -74,19 +74,37 @@ export function startLiveFeed(client: ApolloClient<unknown>): LiveFeed {
     flash(orderId);
   };
 
-  const subscription = client.subscribe({ query: ORDER_STATUS_CHANGED, variables: { orderId: null } }).subscribe({
-    next: (result) => {
-      const event = result.data?.orderStatusChanged;
-      if (event) apply(event);
-    },
-    error: () => undefined,
-  });
+  // graphql-ws retries dropped connections itself, but gives up on some close codes
+  // (4400, 4500, 1011, ...); then the subscription errors, and we start it again.
+  let stopped = false;
+  let failures = 0;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  let subscription: { unsubscribe(): void } | undefined;
+  const restart = () => {
+    if (stopped) return;
+    failures += 1;
+    retryTimer = setTimeout(start, Math.min(1_000 * 2 ** failures, 15_000));
+  };
+  const start = () => {
+    subscription = client.subscribe({ query: ORDER_STATUS_CHANGED, variables: { orderId: null } }).subscribe({
+      next: (result) => {
+        failures = 0;
+        const event = result.data?.orderStatusChanged;
+        if (event) apply(event);
+      },
+      error: restart,
+      complete: restart,
+    });
+  };
+  start();
 
   return {
     events,
     flashes,
     stop() {
-      subscription.unsubscribe();
+      stopped = true;
+      clearTimeout(retryTimer);
+      subscription?.unsubscribe();
       timers.forEach((t) => clearTimeout(t));
       timers.clear();
     },
