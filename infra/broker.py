@@ -22,6 +22,7 @@ import redis.connection
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 log = logging.getLogger("order_service.broker")
@@ -183,22 +184,25 @@ class RedisBroker:
         db = int(redis.connection.parse_url(url).get("db") or 0)
         self._namespace = f"{prefix}events:{db}:"
         self.client_name = f"order-service-{socket.gethostname()}-{os.getpid()}"
-        common: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            "socket_keepalive": True,
-            "retry": Retry(NoBackoff(), 0),
-        }
+        common: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_keepalive": True}
         self._publisher = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout,
             client_name=f"{self.client_name}-pub",
             max_connections=32,
+            # One immediate retry on a broken connection (a pooled one that Redis closed
+            # while restarting); none on a timeout, which would only double the wait.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             **common,
         )
         # Reads on the listener's connection may wait forever; its own pings tell a dead
-        # connection from an idle one.
+        # connection from an idle one. Its loop does the reconnecting.
         self._listener_client = aioredis.Redis.from_url(
-            url, socket_timeout=None, client_name=f"{self.client_name}-sub", **common
+            url,
+            socket_timeout=None,
+            client_name=f"{self.client_name}-sub",
+            retry=Retry(NoBackoff(), 0),
+            **common,
         )
         self._listener: asyncio.Task[None] | None = None
         self._listening = False

@@ -4,6 +4,7 @@
         env = {"REDIS_URL": redis.url}
         redis.stop()                      # an outage: connections are refused
         redis.start()                     # back, same port, empty (no persistence)
+        redis.pause(); redis.resume()     # a hung Redis: connections open, no answers
 
 `RedisServer(port)` picks the port; the default is a free one. `url` names database 0;
 `url_for(db)` another one. `stop()` and `start()` may be called any number of times.
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -68,12 +70,22 @@ class RedisServer:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
         process.terminate()
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it accepts nothing and answers nothing."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> RedisServer:
         self.stop()

@@ -1,0 +1,226 @@
+"""The event broker: bounded fan-out, and Redis pub/sub through outages.
+
+The Redis tests own a private redis-server (tests/redis_server.py), so they run on every
+backend and can stop it without disturbing anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from infra.broker import (
+    BrokerUnavailable,
+    Fanout,
+    InProcessBroker,
+    RedisBroker,
+    SubscriberTooSlow,
+    Subscription,
+)
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def take(sub: Subscription, n: int, timeout: float = 5.0) -> list[bytes]:
+    got: list[bytes] = []
+    iterator = aiter(sub)
+    for _ in range(n):
+        got.append(await asyncio.wait_for(anext(iterator), timeout))
+    return got
+
+
+async def nothing_more(sub: Subscription, seconds: float = 0.3) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(aiter(sub)), seconds)
+
+
+def test_a_slow_subscriber_is_dropped_with_an_error_and_the_others_go_on() -> None:
+    async def scenario() -> None:
+        fanout = Fanout()
+        slow, fast = fanout.add("c", maxsize=3), fanout.add("c", maxsize=100)
+        for i in range(10):
+            fanout.dispatch("c", b"%d" % i)
+        assert slow.overflowed and slow.closed
+        assert fanout.count() == 1  # the slow one is gone: it holds no memory any more
+        with pytest.raises(SubscriberTooSlow):
+            await take(slow, 1)
+        assert await take(fast, 10) == [b"%d" % i for i in range(10)]
+        fanout.dispatch("c", b"later")
+        assert await take(fast, 1) == [b"later"]
+
+    asyncio.run(scenario())
+
+
+async def test_closing_a_subscription_ends_it_and_unregisters_it() -> None:
+    broker = InProcessBroker()
+    sub = broker.subscribe("c", 10)
+    reader = asyncio.create_task(take(sub, 1))
+    await asyncio.sleep(0)
+    sub.close()
+    with pytest.raises(StopAsyncIteration):
+        await reader
+    assert broker.fanout.count() == 0
+    await broker.publish("c", b"nobody listens")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def broker(redis_server: RedisServer) -> AsyncIterator[RedisBroker]:
+    broker = RedisBroker(redis_server.url_for(2), prefix="broker-test:")
+    await broker.start()
+    await until(lambda: broker.listening)
+    yield broker
+    await broker.stop()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def client_names(server: RedisServer) -> list[str]:
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        clients = await admin.client_list()
+    finally:
+        await admin.aclose()
+    return [c["name"] for c in clients]
+
+
+async def test_messages_cross_brokers_on_one_channel_namespace_only(
+    redis_server: RedisServer, broker: RedisBroker
+) -> None:
+    others = [
+        RedisBroker(redis_server.url_for(2), prefix="broker-test:"),  # same namespace
+        RedisBroker(redis_server.url_for(3), prefix="broker-test:"),  # another database
+        RedisBroker(redis_server.url_for(2), prefix="someone-else:"),
+    ]
+    for other in others:
+        await other.start()
+    try:
+        await until(lambda: all(o.listening for o in others))
+        subs = [o.subscribe("orders", 10) for o in others]
+        await broker.publish("orders", b"hello")
+        assert await take(subs[0], 1) == [b"hello"]
+        await nothing_more(subs[1])
+        await nothing_more(subs[2], 0.05)
+    finally:
+        for other in others:
+            await other.stop()
+
+
+async def test_one_redis_subscription_per_process_whatever_the_subscribers(
+    redis_server: RedisServer, broker: RedisBroker
+) -> None:
+    subs = [broker.subscribe("orders", 10) for _ in range(50)]
+    await broker.publish("orders", b"to all")
+    for sub in subs:
+        assert await take(sub, 1) == [b"to all"]
+    names = await client_names(redis_server)
+    assert names.count(f"{broker.client_name}-sub") == 1
+    assert names.count(f"{broker.client_name}-pub") == 1
+    for sub in subs:
+        sub.close()
+    assert broker.fanout.count() == 0
+
+
+async def test_a_slow_redis_subscriber_is_dropped(broker: RedisBroker) -> None:
+    slow, fast = broker.subscribe("orders", 2), broker.subscribe("orders", 50)
+    for i in range(5):
+        await broker.publish("orders", b"%d" % i)
+    assert len(await take(fast, 5)) == 5
+    with pytest.raises(SubscriberTooSlow):
+        await take(slow, 3)
+    assert broker.fanout.count() == 1
+
+
+async def test_publishing_while_redis_is_down_fails_fast(
+    redis_server: RedisServer, broker: RedisBroker
+) -> None:
+    redis_server.stop()
+    for _ in range(5):
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish("orders", b"lost?")
+        assert time.monotonic() - started < 0.3
+    assert not await broker.healthy()
+
+
+async def test_publishing_to_a_hung_redis_times_out_quickly(
+    redis_server: RedisServer, broker: RedisBroker
+) -> None:
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish("orders", b"stuck?")
+        assert time.monotonic() - started < 2
+        started = time.monotonic()
+        assert not await broker.healthy()
+        assert time.monotonic() - started < 2
+    finally:
+        redis_server.resume()
+
+
+async def test_the_listener_comes_back_after_an_outage_and_asks_for_a_replay(
+    redis_server: RedisServer,
+) -> None:
+    replays: list[datetime] = []
+
+    async def replay(since: datetime) -> None:
+        replays.append(since)
+
+    broker = RedisBroker(redis_server.url, on_reconnect=replay)
+    await broker.start()
+    try:
+        await until(lambda: broker.listening)
+        sub = broker.subscribe("orders", 10)
+        await broker.publish("orders", b"before")
+        assert await take(sub, 1) == [b"before"]
+
+        redis_server.stop()
+        went_down = datetime.now(UTC)
+        await until(lambda: not broker.listening)
+        await asyncio.sleep(1.5)  # a few failed reconnects
+        redis_server.start()
+        started = time.monotonic()
+        await until(lambda: broker.listening)
+        assert time.monotonic() - started < 3
+        assert len(replays) == 1 and replays[0] <= went_down
+        assert await broker.healthy()
+
+        await until(lambda: time.monotonic() > broker._fail_until)
+        await broker.publish("orders", b"after")
+        assert await take(sub, 1) == [b"after"]
+        assert sub in broker.fanout._subs["orders"]  # the subscriber never noticed
+    finally:
+        await broker.stop()
+
+
+async def test_stopping_leaves_no_task_and_no_connection(redis_server: RedisServer) -> None:
+    tasks_before = len(asyncio.all_tasks())
+    broker = RedisBroker(redis_server.url)
+    await broker.start()
+    await until(lambda: broker.listening)
+    sub = broker.subscribe("orders", 10)
+    await broker.publish("orders", b"x")
+    await take(sub, 1)
+    await broker.stop()
+    assert len(asyncio.all_tasks()) == tasks_before
+    assert sub.closed
+    names = await client_names(redis_server)
+    assert not [n for n in names if n.startswith(broker.client_name)]
