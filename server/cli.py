@@ -12,6 +12,7 @@ from infra.logs import configure_logging
 from infra.metrics import Metrics
 from infra.settings import Settings, SettingsError, load_settings
 from models.migrate import upgrade_to_head
+from models.tables import Payment
 from resolvers import accounts
 from resolvers.context import RequestContext, Services
 from resolvers.errors import DomainError
@@ -108,6 +109,43 @@ def cmd_export_schema(_: argparse.Namespace) -> None:
     sys.stdout.write(export_sdl())
 
 
+def cmd_simulate_payment(args: argparse.Namespace) -> None:
+    import httpx
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from resolvers import payments
+    from webhooks.delivery import signed_delivery
+
+    settings = _settings()
+    raw_id = args.order_id.strip().removeprefix("#")
+    if not raw_id.isdigit() or len(raw_id) > 18:
+        sys.exit(f"order-service: {args.order_id!r} is not an order id")
+    order_id = int(raw_id)
+    if not settings.webhook_secrets:
+        sys.exit("order-service: WEBHOOK_SECRET is empty: there is nothing to sign with")
+
+    async def work(services: Services) -> Payment | None:
+        return await payments.latest_payment(services, order_id)
+
+    try:
+        payment = _with_services(settings, work)
+    except (SQLAlchemyError, OSError) as exc:
+        sys.exit(f"order-service: cannot read the payments in DATABASE_URL ({type(exc).__name__})")
+    if payment is None:
+        sys.exit(f"order-service: order {order_id} has no payment; start one with initiatePayment")
+    status = "SUCCESS" if args.outcome == "success" else "FAILED"
+    body, headers = signed_delivery(payment.id, order_id, status, settings.webhook_secrets[0])
+    url = args.url.rstrip("/") + "/payments/webhook"
+    print(f"POST {url} payment={payment.id} order={order_id} status={status}")
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=15)
+    except httpx.HTTPError as exc:
+        sys.exit(f"order-service: could not reach {url}: {type(exc).__name__}: {exc}")
+    print(f"{response.status_code} {response.text}")
+    if not response.is_success:
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="order-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
         func=cmd_export_schema
     )
+
+    simulate = sub.add_parser(
+        "simulate-payment",
+        help="send a signed payment webhook for the order's latest payment",
+    )
+    simulate.add_argument("outcome", choices=["success", "failed"])
+    simulate.add_argument("order_id", metavar="ORDER_ID")
+    simulate.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the service (default %(default)s)"
+    )
+    simulate.set_defaults(func=cmd_simulate_payment)
     return parser
 
 

@@ -1,9 +1,38 @@
-"""Payment webhook routes (issue 3)."""
+"""Payment webhook routes: the provider's callback and the simulated provider's page."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from resolvers.context import Services
+from webhooks.delivery import SIGNATURE_HEADER, process_delivery
+from webhooks.simulator import simulator_page, simulator_submit
+
+log = logging.getLogger("order_service.webhooks")
+
+
+async def payment_webhook(request: Request) -> Response:
+    services: Services = request.app.state.services
+    request_id = (request.scope.get("state") or {}).get("request_id")
+    body = await request.body()
+    try:
+        answer = await process_delivery(
+            services, body, request.headers.get(SIGNATURE_HEADER), request_id=request_id
+        )
+    except Exception:
+        # The provider retries a 5xx; say nothing more to it than that.
+        log.exception("webhook failed", extra={"request_id": request_id})
+        return JSONResponse({"error": "internal", "requestId": request_id}, status_code=500)
+    return JSONResponse(answer.body, status_code=answer.status_code)
 
 
 def webhook_routes() -> list[BaseRoute]:
-    return []
+    return [
+        Route("/payments/webhook", payment_webhook, methods=["POST"]),
+        Route("/payments/simulator/{payment_id}", simulator_page, methods=["GET"]),
+        Route("/payments/simulator/{payment_id}", simulator_submit, methods=["POST"]),
+    ]
