@@ -32,6 +32,11 @@ MAX_LINES = 50
 MAX_QTY = 1000
 MAX_Q = 100
 MAX_LIMIT = 100
+# Ids and amounts are 32-bit integer columns: a bigger number would fail in the database
+# (PostgreSQL refuses it) instead of being simply not found, or refused as input.
+MAX_INT32 = 2**31 - 1
+MAX_AMOUNT_CENTS = MAX_INT32
+_ID_RE = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +74,20 @@ class OrderPage:
         return math.ceil(self.total / self.limit) if self.total else 0
 
 
+def as_order_id(raw: str | int) -> int | None:
+    """The id `raw` spells (ASCII digits, in the column's range), else None."""
+    text = str(raw).strip()
+    if not _ID_RE.fullmatch(text) or int(text) > MAX_INT32:
+        return None
+    return int(text)
+
+
 def parse_order_id(raw: str | int) -> int:
     """IDs are opaque to clients: anything that is not one of ours is simply not found."""
-    text = str(raw).strip()
-    if not text.isdigit() or len(text) > 18:
+    order_id = as_order_id(raw)
+    if order_id is None:
         raise NotFound("Order not found.")
-    return int(text)
+    return order_id
 
 
 def _validate_items(items: Sequence[ItemInput], client_token: str) -> list[ItemInput]:
@@ -133,6 +146,11 @@ async def create_order(
     created = False
     async with services.db.transaction() as session:
         prices = await _prices(session, items)
+        amount_cents = sum(prices[i.sku] * i.qty for i in normalised)
+        if amount_cents > MAX_AMOUNT_CENTS:
+            errors = FieldErrors()
+            errors.add("items", f"the order's total must be at most {MAX_AMOUNT_CENTS} cents")
+            errors.raise_if_any()
         now = utcnow()
         values = {
             "user_id": user.id,
@@ -140,7 +158,7 @@ async def create_order(
             "version": 1,
             "client_token": client_token,
             "items_fingerprint": items_fingerprint,
-            "amount_cents": sum(prices[i.sku] * i.qty for i in normalised),
+            "amount_cents": amount_cents,
             "created_at": now,
             "updated_at": now,
         }
@@ -282,9 +300,9 @@ async def list_orders(
                 func.lower(col(OrderLine.sku)).like(pattern, escape="\\"),
             )
         ]
-        digits = q.removeprefix("#")
-        if digits.isdigit() and len(digits) <= 18:
-            matches.append(col(Order.id) == int(digits))
+        order_id = as_order_id(q.removeprefix("#"))
+        if order_id is not None:
+            matches.append(col(Order.id) == order_id)
         if is_admin:
             matches.append(
                 col(Order.user_id).in_(
