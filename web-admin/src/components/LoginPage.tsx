@@ -60,7 +60,7 @@ export function LoginPage({ onSignedIn }: { onSignedIn: (session: Session) => vo
           </p>
         )}
 
-        <form onSubmit={submit} className="space-y-5 rounded-xl bg-white p-6 shadow-sm ring-1 ring-slate-900/5" noValidate={false}>
+        <form onSubmit={submit} className="space-y-5 rounded-xl bg-white p-6 shadow-sm ring-1 ring-slate-900/5">
           <div>
             <label htmlFor="login-email" className="mb-1.5 block text-sm font-medium text-slate-700">
               Email

@@ -33,8 +33,11 @@ export function OrderDrawer({ orderId, onClose, onChangeStatus, pending }: Props
   useEffect(() => closeRef.current?.focus(), []);
 
   // A live event changes the status here already; fetch again for the payment it implies.
+  const seenEvents = useRef(events.length);
   useEffect(() => {
-    if (events.length) void refetch().catch(() => undefined);
+    if (events.length === seenEvents.current) return;
+    seenEvents.current = events.length;
+    void refetch().catch(() => undefined);
   }, [events.length, refetch]);
 
   useEffect(() => {
