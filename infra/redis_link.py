@@ -57,5 +57,5 @@ class RedisLink:
         if self.up:
             return False
         self.up = True
-        log.warning("Redis is back for the %s", self.component)
+        log.info("Redis is back for the %s", self.component)
         return True
