@@ -249,10 +249,11 @@ async def apply_webhook(services: Services, event: ProviderEvent) -> WebhookOutc
         ).returning(col(WebhookDelivery.delivery_key))
         if (await session.execute(inbox)).scalar_one_or_none() is None:
             return WebhookOutcome.DUPLICATE
-        # Deliveries for one payment (SUCCESS racing FAILED) take their turns here.
-        payment = await _lock_payment(session, event.payment_id)
-        order = await _lock_order(session, payment.order_id)
+        # Deliveries for one payment (SUCCESS racing FAILED) take their turns here. The
+        # order is locked first, as initiatePayment and status changes do: no deadlock.
+        order = await _lock_order(session, known.order_id)
         assert order is not None  # payments cascade with their order
+        payment = await _lock_payment(session, event.payment_id)
         user_id = order.user_id
         if event.status is ProviderStatus.SUCCESS:
             outcome, status_event = await _apply_success(session, payment, order)

@@ -118,9 +118,15 @@ async def simulator_submit(request: Request) -> Response:
             status_code=400,
             headers=_HEADERS,
         )
-    body, headers = signed_delivery(
-        payment.id, payment.order_id, choice.value, services.settings.webhook_secrets[0]
-    )
+    secrets = services.settings.webhook_secrets
+    if not secrets:
+        return HTMLResponse(
+            "<!doctype html><title>No secret</title><p>WEBHOOK_SECRET is empty: the simulated "
+            "provider has nothing to sign its webhook with.</p>",
+            status_code=503,
+            headers=_HEADERS,
+        )
+    body, headers = signed_delivery(payment.id, payment.order_id, choice.value, secrets[0])
     request_id = (request.scope.get("state") or {}).get("request_id")
     answer = await process_delivery(services, body, headers["X-Signature"], request_id=request_id)
     refreshed = await payments.find_payment(services, payment.id)
