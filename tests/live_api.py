@@ -62,6 +62,11 @@ class LiveClient(GraphQLClient):
                 return float(line.split()[1])
         raise AssertionError(f"no gauge {name} in /metrics")
 
+    async def subscribed(self, subscribers: int) -> None:
+        """Wait until the server has registered exactly this many subscriptions."""
+        counts = await self.settled_runtime({"subscribers": subscribers}, timeout=5)
+        assert counts["subscribers"] == subscribers, counts
+
     async def settled_runtime(
         self, expected: dict[str, int], timeout: float = 10.0
     ) -> dict[str, int]:

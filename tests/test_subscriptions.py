@@ -100,7 +100,7 @@ async def test_owner_sees_an_admins_status_change(
     async with WSClient.connect(server.ws_url, user, protocol=protocol) as ws:
         one = await ws.subscribe(ORDER_STATUS, {"orderId": order["id"]})
         every = await ws.subscribe(ORDER_STATUS, {"orderId": None})
-        await asyncio.sleep(0.2)  # the subscriptions are registered once the server reads them
+        await api.subscribed(2)
         (await api.move(admin, order["id"], "PAID", 1)).ok()
         assert await next_event(ws, one) == event(order, "PAID", "PENDING", 2)
         assert await next_event(ws, every) == event(order, "PAID", "PENDING", 2)
@@ -123,7 +123,7 @@ async def test_all_orders_means_own_orders_for_a_user_and_every_order_for_an_adm
     ):
         ops = [await ws.subscribe(ORDER_STATUS, {"orderId": None}) for ws in (alice_ws, bob_ws)]
         admin_op = await admin_ws.subscribe(ORDER_STATUS)
-        await asyncio.sleep(0.2)
+        await api.subscribed(3)
         (await api.move(admin, alices["id"], "PAID", 1)).ok()
         (await api.move(admin, bobs["id"], "CANCELLED", 1)).ok()
         (await api.move(admin, alices["id"], "SHIPPED", 2)).ok()
@@ -149,7 +149,7 @@ async def test_failed_updates_publish_nothing(
     order = await api.new_order(user)
     async with WSClient.connect(server.ws_url, admin, protocol=protocol) as ws:
         op = await ws.subscribe(ORDER_STATUS, {"orderId": order["id"]})
-        await asyncio.sleep(0.2)
+        await api.subscribed(1)
         assert (await api.move(admin, order["id"], "PAID", 7)).code == "VERSION_CONFLICT"
         assert (await api.move(admin, order["id"], "DELIVERED", 1)).code == "INVALID_TRANSITION"
         assert (await api.move(user, order["id"], "PAID", 1)).code == "FORBIDDEN"
@@ -174,12 +174,12 @@ async def test_someone_elses_order_is_not_found(
             assert (await ws.receive(op)).type == "complete"
         # Bob's connection goes on working, and sees nothing of Alice's order.
         mine = await ws.subscribe(ORDER_STATUS)
-        await asyncio.sleep(0.2)
+        await api.subscribed(1)
         (await api.move(admin, alices["id"], "PAID", 1)).ok()
         await ws.expect_nothing(mine, 0.5)
     async with WSClient.connect(server.ws_url, admin, protocol=protocol) as ws:
         op = await ws.subscribe(ORDER_STATUS, {"orderId": alices["id"]})
-        await asyncio.sleep(0.2)
+        await api.subscribed(1)
         (await api.move(admin, alices["id"], "SHIPPED", 2)).ok()
         assert await next_event(ws, op) == event(alices, "SHIPPED", "PAID", 3)
 
@@ -312,7 +312,7 @@ async def test_a_paid_webhook_reaches_the_owner_once(
     }
     async with WSClient.connect(server.ws_url, user, protocol=protocol) as ws:
         op = await ws.subscribe(ORDER_STATUS, {"orderId": order["id"]})
-        await asyncio.sleep(0.2)
+        await api.subscribed(1)
         for _ in range(2):  # the replay changes nothing and publishes nothing
             response = await api.http.post("/payments/webhook", content=body, headers=headers)
             assert response.status_code == 200, response.text
