@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
+from infra.security import sign_webhook
 from models.tables import User
 from tests.client import GraphQLClient
 from tests.ops_support import (
@@ -184,3 +186,33 @@ async def test_a_ttl_of_zero_turns_the_cache_off(settings_factory: Any) -> None:
         for _ in range(3):
             await read_order(client, user, order_id)
         assert await cache_counts(client) == (0, 0)
+
+
+async def test_payments_and_webhooks_invalidate_cached_reads(pair: Pair) -> None:
+    one, two = pair
+    user = await one.signup("payer@example.com")
+    order_id = (await new_order(one, user, "t1"))["id"]
+    for client in (one, two):
+        for _ in range(2):
+            assert (await read_order(client, user, order_id))["payment"] is None
+
+    started = await one.execute(
+        "mutation Pay($i: InitiatePaymentInput!) { initiatePayment(input: $i) { id status } }",
+        {"i": {"orderId": order_id}},
+        user,
+    )
+    payment_id = started.ok()["initiatePayment"]["id"]
+    for client in (one, two):
+        assert (await read_order(client, user, order_id))["payment"]["status"] == "PENDING"
+
+    body = orjson.dumps({"payment_id": payment_id, "order_id": order_id, "status": "SUCCESS"})
+    secret = two.app.state.settings.webhook_secrets[0]
+    delivered = await two.http.post(
+        "/payments/webhook",
+        content=body,
+        headers={"X-Signature": sign_webhook(body, secret), "Content-Type": "application/json"},
+    )
+    assert delivered.status_code == 200
+    for client in (one, two):
+        seen = await read_order(client, user, order_id)
+        assert (seen["status"], seen["payment"]["status"]) == ("PAID", "SUCCEEDED")
