@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.types import ExecutionResult
 
 from resolvers.context import RequestContext, Services
@@ -34,7 +36,19 @@ class _EncodedResponse(dict[str, Any]):
         self.body = body
 
 
+class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
+    """Both websocket protocols speak JSON in text frames; browsers hand binary frames to
+    graphql-ws as Blobs, which it cannot parse (it closes with 4400)."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GraphQLView(GraphQL[RequestContext, None]):
+    websocket_adapter_class = TextFrameWebSocketAdapter
     # Websocket admission, limits and token expiry: see schema/websocket.py.
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
