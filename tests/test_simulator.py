@@ -168,24 +168,25 @@ def _server_env(database_url: str, **extra: str) -> dict[str, str]:
     return {"DATABASE_URL": database_url, "PAYMENT_PROVIDER_URL": "", "PUBLIC_URL": "", **extra}
 
 
-def test_end_to_end_with_the_simulated_provider(database_url: str, tmp_path: Path) -> None:
-    with live_server(_server_env(database_url), tmp_path) as server:
-        token = _signup(server.url, "e2e@example.com")
-        order_id, payment = _order_with_payment(server.url, token, "e2e-1")
-        assert payment["redirectUrl"] == f"{server.url}/payments/simulator/{payment['id']}"
+def _pay_through_the_simulator_page(server_url: str) -> None:
+    """What a developer does from GraphiQL: order, initiatePayment, open the redirect URL,
+    press Succeed."""
+    token = _signup(server_url, "e2e@example.com")
+    order_id, payment = _order_with_payment(server_url, token, "e2e-1")
+    assert payment["redirectUrl"] == f"{server_url}/payments/simulator/{payment['id']}"
 
-        page = httpx.get(payment["redirectUrl"])
-        assert page.status_code == 200
-        assert f"#{order_id}" in page.text
-        actions = {outcome: action for action, outcome in FORM_RE.findall(page.text)}
+    page = httpx.get(payment["redirectUrl"])
+    assert page.status_code == 200
+    assert f"#{order_id}" in page.text
+    actions = {outcome: action for action, outcome in FORM_RE.findall(page.text)}
 
-        done = httpx.post(f"{server.url}{actions['SUCCESS']}", data={"outcome": "SUCCESS"})
-        assert done.status_code == 200
-        assert "processed" in done.text
+    done = httpx.post(f"{server_url}{actions['SUCCESS']}", data={"outcome": "SUCCESS"})
+    assert done.status_code == 200
+    assert "processed" in done.text
 
-        order = _gql(server.url, ORDER, {"id": order_id}, token)["order"]
-        assert (order["status"], order["version"]) == ("PAID", 2)
-        assert order["payment"]["status"] == "SUCCEEDED"
+    order = _gql(server_url, ORDER, {"id": order_id}, token)["order"]
+    assert (order["status"], order["version"]) == ("PAID", 2)
+    assert order["payment"]["status"] == "SUCCEEDED"
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -212,15 +213,19 @@ async def _main(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, st
     return code, out, err + message
 
 
-async def test_simulate_payment_cli_against_a_live_server(
+async def test_live_server_end_to_end_and_simulate_payment_cli(
     database_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """One server start for both (starting one is the slow part): the simulated provider's
+    page end to end, then `order-service simulate-payment` against the same server."""
     secret = "cli-webhook-secret-0123456789"
     env = _server_env(database_url, WEBHOOK_SECRET=secret)
     with live_server(env, tmp_path) as server:
+        await asyncio.to_thread(_pay_through_the_simulator_page, server.url)
+
         token = _signup(server.url, "cli@example.com")
         order_id, payment = _order_with_payment(server.url, token, "cli-1")
         lonely = _gql(
