@@ -89,6 +89,8 @@ class WSClient:
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
             raise Closed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from exc
+        # Browsers' graphql-ws cannot read binary frames: the server must send text.
+        assert isinstance(raw, str), f"binary frame from the server: {raw!r}"
         message: dict[str, Any] = orjson.loads(raw)
         return message
 
