@@ -241,8 +241,9 @@ class RedisBroker:
         return self.fanout.add(channel, maxsize)
 
     async def healthy(self) -> bool:
+        """Redis answers, and this process hears what the others publish."""
         try:
-            return bool(await self._publisher.ping())
+            return bool(await self._publisher.ping()) and self.listening
         except (RedisError, OSError):
             return False
 

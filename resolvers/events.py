@@ -3,6 +3,7 @@ commit, and republished by a relay if publishing failed (Redis down, a crash).""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -153,8 +154,10 @@ async def replay_since(
         rows = [r for r in result.scalars() if as_utc(r.created_at) >= since]
     if len(rows) == limit:
         log.warning("replaying only the last %d events after the broker came back", limit)
-    for row in reversed(rows):
+    for i, row in enumerate(reversed(rows), start=1):
         services.broker.fanout.dispatch(ORDER_STATUS_CHANNEL, row.payload.encode())
+        if i % 50 == 0:
+            await asyncio.sleep(0)  # let subscribers drain their bounded queues
     return len(rows)
 
 
