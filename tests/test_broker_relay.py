@@ -1,0 +1,109 @@
+"""The outbox relay and the replay after an outage (resolvers/events.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from infra.broker import BrokerUnavailable, InProcessBroker
+from infra.metrics import Metrics
+from infra.settings import Settings
+from resolvers import events
+from resolvers.context import Services
+from server.app import build_services
+from tests.conftest import USE_PG
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class RecordingBroker(InProcessBroker):
+    def __init__(self, *, delay: float = 0.0, down: bool = False) -> None:
+        super().__init__()
+        self.published: list[bytes] = []
+        self.delay = delay
+        self.down = down
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        if self.down:
+            raise BrokerUnavailable("down")
+        await asyncio.sleep(self.delay)
+        self.published.append(message)
+        await super().publish(channel, message)
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    # No app: no relay task of its own to race the test's.
+    services = build_services(settings.model_copy(update={"redis_url": None}), Metrics())
+    services.broker = RecordingBroker()
+    yield services
+    await services.db.dispose()
+
+
+async def _record(services: Services, count: int) -> list[bytes]:
+    payloads = []
+    async with services.db.transaction() as session:
+        for i in range(count):
+            event = events.StatusEvent(
+                order_id=1000 + i,
+                user_id=1,
+                status="PAID",
+                previous_status="PENDING",
+                version=2,
+                changed_at=datetime.now(UTC),
+            )
+            payloads.append((await events.record(session, event)).payload.encode())
+    return payloads
+
+
+async def test_the_relay_publishes_leftovers_once_and_in_order(services: Services) -> None:
+    broker = services.broker
+    assert isinstance(broker, RecordingBroker)
+    broker.down = True
+    payloads = await _record(services, 5)
+    assert await events.relay_once(services, min_age=timedelta(0)) == 0
+    assert await events.backlog(services) == 5
+
+    broker.down = False
+    assert await events.relay_once(services, min_age=timedelta(hours=1)) == 0  # too young
+    assert await events.relay_once(services, min_age=timedelta(0)) == 5
+    assert broker.published == payloads
+    assert await events.relay_once(services, min_age=timedelta(0)) == 0
+    assert await events.backlog(services) == 0
+
+
+@pytest.mark.postgres_only
+@pytest.mark.skipif(not USE_PG, reason="FOR UPDATE SKIP LOCKED: PostgreSQL only")
+async def test_concurrent_relays_split_the_rows_instead_of_both_sending_them(
+    services: Services,
+) -> None:
+    broker = services.broker
+    assert isinstance(broker, RecordingBroker)
+    broker.down = True
+    payloads = await _record(services, 20)
+    broker.down, broker.delay = False, 0.01
+    counts = await asyncio.gather(
+        *(events.relay_once(services, min_age=timedelta(0), batch=5) for _ in range(4))
+    )
+    while await events.relay_once(services, min_age=timedelta(0), batch=5):
+        pass
+    assert sum(counts) <= 20
+    assert sorted(broker.published) == sorted(payloads)  # each once
+
+
+async def test_the_replay_hands_local_subscribers_what_was_committed_since(
+    services: Services,
+) -> None:
+    old = await _record(services, 2)
+    await asyncio.sleep(0.05)
+    since = datetime.now(UTC)
+    new = await _record(services, 3)
+    sub = services.broker.subscribe(events.ORDER_STATUS_CHANNEL, 100)
+    assert await events.replay_since(services, since, margin=timedelta(0)) == 3
+    got = [await asyncio.wait_for(anext(aiter(sub)), 1) for _ in range(3)]
+    assert got == new
+    assert not set(old) & set(got)
+    sub.close()
