@@ -1,0 +1,238 @@
+"""The service exactly as `order-service serve` builds it, plus the baselines of bench/.
+
+`uvicorn bench.baseline_app:app` serves `create_app(settings)` with four more routes
+mounted on the same app object, behind the same middleware, so that every baseline is
+measured in the same server, process and event loop as the GraphQL path it is set beside:
+
+  GET  /bench/plain          a plain Starlette JSON route (vs `{ __typename }`)
+  POST /bench/orders         the SQL of `orders(limit: N)` with lines and owner, run with
+                             asyncpg, answered with the same JSON as /graphql
+  POST /bench/create-order   createOrder's INSERTs (order + lines) in one transaction
+  POST /bench/webhook        a SUCCESS webhook's statements (inbox, payment, order, outbox)
+
+Production code never imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from infra.logs import configure_logging
+from infra.security import decode_access_token
+from infra.settings import Settings, load_settings
+from server.app import create_app
+
+# The statements production runs for `orders(limit: N) { total pages items { ... user } }`
+# for a USER (see resolvers/orders.py and RequestContext.current_user).
+SQL_USER = "SELECT id, email, password_hash, role, created_at FROM users WHERE id = $1"
+SQL_COUNT = "SELECT count(*) FROM orders WHERE user_id = $1"
+SQL_PAGE = (
+    "SELECT id, user_id, status, version, client_token, items_fingerprint, amount_cents, "
+    "created_at, updated_at FROM orders WHERE user_id = $1 "
+    "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+)
+SQL_LINES = (
+    "SELECT id, order_id, sku, qty, unit_price_cents FROM order_lines "
+    "WHERE order_id = ANY($1::int[]) ORDER BY order_id, id"
+)
+SQL_OWNERS = (
+    "SELECT id, email, password_hash, role, created_at FROM users WHERE id = ANY($1::int[])"
+)
+SQL_PRICES = "SELECT sku, price_cents FROM products WHERE sku = ANY($1::text[])"
+SQL_INSERT_ORDER = (
+    "INSERT INTO orders (user_id, status, version, client_token, items_fingerprint, "
+    "amount_cents, created_at, updated_at) VALUES ($1, 'PENDING', 1, $2, $3, $4, $5, $5) "
+    "ON CONFLICT (user_id, client_token) DO NOTHING RETURNING id"
+)
+SQL_INSERT_LINES = (
+    "INSERT INTO order_lines (order_id, sku, qty, unit_price_cents) "
+    "SELECT $1, * FROM unnest($2::text[], $3::int[], $4::int[])"
+)
+SQL_INBOX = (
+    "INSERT INTO webhook_inbox (delivery_key, payment_id, status, outcome, received_at) "
+    "VALUES ($1, $2, $3, 'processed', $4) ON CONFLICT (delivery_key) DO NOTHING "
+    "RETURNING delivery_key"
+)
+SQL_PAYMENT = (
+    "UPDATE payments SET status = 'SUCCEEDED', updated_at = $3 "
+    "WHERE id = $1 AND order_id = $2 AND status = 'PENDING' RETURNING order_id"
+)
+SQL_ORDER_PAID = (
+    "UPDATE orders SET status = 'PAID', version = version + 1, updated_at = $2 "
+    "WHERE id = $1 AND status = 'PENDING' RETURNING user_id, version"
+)
+SQL_OUTBOX = (
+    "INSERT INTO outbox (topic, payload, created_at) VALUES ('order.status_changed', $1, $2)"
+)
+
+
+def _iso(value: datetime) -> str:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _bearer_user_id(request: Request, settings: Settings) -> int | None:
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    claims = decode_access_token(token.strip(), secret=settings.secret_key.get_secret_value())
+    return claims.user_id if claims else None
+
+
+def _unauthenticated() -> Response:
+    return JSONResponse({"errors": [{"message": "no token"}]}, status_code=401)
+
+
+def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
+    """Add the baseline routes and an asyncpg pool (opened and closed with the app)."""
+    dsn = settings.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    box: dict[str, asyncpg.Pool] = {}
+    inner_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[None]:
+        async with inner_lifespan(a):
+            if dsn.startswith("postgresql://"):
+                # As many connections as SQLAlchemy's pool may hold (size + overflow).
+                size = settings.db_pool_size
+                box["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=2 * size)
+            try:
+                yield
+            finally:
+                if "pool" in box:
+                    await box["pool"].close()
+
+    app.router.lifespan_context = lifespan
+
+    async def plain(_: Request) -> Response:
+        return JSONResponse({"data": {"__typename": "Query"}})
+
+    async def orders_page(request: Request) -> Response:
+        user_id = _bearer_user_id(request, settings)
+        if user_id is None:
+            return _unauthenticated()
+        body = orjson.loads(await request.body())
+        limit = int((body.get("variables") or {}).get("limit", 10))
+        page = 1
+        async with box["pool"].acquire() as conn:
+            if await conn.fetchrow(SQL_USER, user_id) is None:
+                return _unauthenticated()
+            total = await conn.fetchval(SQL_COUNT, user_id)
+            rows = await conn.fetch(SQL_PAGE, user_id, limit, (page - 1) * limit)
+            ids = [r["id"] for r in rows]
+            lines = await conn.fetch(SQL_LINES, ids)
+            owners = await conn.fetch(SQL_OWNERS, list({r["user_id"] for r in rows}))
+        by_order: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        for line in lines:
+            by_order[line["order_id"]].append(
+                {
+                    "sku": line["sku"],
+                    "qty": line["qty"],
+                    "unitPriceCents": line["unit_price_cents"],
+                    "lineTotalCents": line["unit_price_cents"] * line["qty"],
+                }
+            )
+        users = {
+            u["id"]: {"id": str(u["id"]), "email": u["email"], "role": u["role"]} for u in owners
+        }
+        items = [
+            {
+                "id": str(r["id"]),
+                "status": r["status"],
+                "version": r["version"],
+                "amountCents": r["amount_cents"],
+                "createdAt": _iso(r["created_at"]),
+                "items": by_order[r["id"]],
+                "user": users[r["user_id"]],
+            }
+            for r in rows
+        ]
+        pages = -(-total // limit) if total else 0
+        data = {"orders": {"total": total, "page": page, "pages": pages, "items": items}}
+        return Response(orjson.dumps({"data": data}), media_type="application/json")
+
+    async def create_order(request: Request) -> Response:
+        user_id = _bearer_user_id(request, settings)
+        if user_id is None:
+            return _unauthenticated()
+        body = orjson.loads(await request.body())
+        spec = body["variables"]["input"]
+        items = sorted(spec["items"], key=lambda i: i["sku"])
+        skus = [i["sku"] for i in items]
+        fingerprint = hashlib.sha256(orjson.dumps([[i["sku"], i["qty"]] for i in items]))
+        now = datetime.now(UTC)
+        async with box["pool"].acquire() as conn, conn.transaction():
+            prices = dict(await conn.fetch(SQL_PRICES, skus))
+            amount = sum(prices[i["sku"]] * i["qty"] for i in items)
+            order_id = await conn.fetchval(
+                SQL_INSERT_ORDER, user_id, spec["clientToken"], fingerprint.hexdigest(), amount, now
+            )
+            if order_id is not None:
+                await conn.execute(
+                    SQL_INSERT_LINES,
+                    order_id,
+                    skus,
+                    [i["qty"] for i in items],
+                    [prices[s] for s in skus],
+                )
+        answer = {"data": {"createOrder": {"id": str(order_id), "status": "PENDING"}}}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    secrets = settings.webhook_secrets
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        signature = request.headers.get("x-signature") or ""
+        expected = ["sha256=" + hmac.new(s, body, hashlib.sha256).hexdigest() for s in secrets]
+        if not any(hmac.compare_digest(signature, e) for e in expected):
+            return JSONResponse({"error": "invalid_signature"}, status_code=401)
+        event = orjson.loads(body)
+        payment_id, order_id = event["payment_id"], int(event["order_id"])
+        now = datetime.now(UTC)
+        async with box["pool"].acquire() as conn, conn.transaction():
+            key = f"{payment_id}:{event['status']}"
+            if await conn.fetchval(SQL_INBOX, key, payment_id, event["status"], now) is None:
+                return JSONResponse({"status": "duplicate"})
+            if await conn.fetchval(SQL_PAYMENT, payment_id, order_id, now) is None:
+                return JSONResponse({"error": "not_found"}, status_code=404)
+            changed = await conn.fetchrow(SQL_ORDER_PAID, order_id, now)
+            if changed is not None:
+                payload = {
+                    "order_id": order_id,
+                    "user_id": changed["user_id"],
+                    "status": "PAID",
+                    "previous_status": "PENDING",
+                    "version": changed["version"],
+                    "changed_at": now.isoformat(),
+                }
+                await conn.execute(SQL_OUTBOX, orjson.dumps(payload).decode(), now)
+        return JSONResponse({"status": "processed"})
+
+    # First in the list: looked up before the app's own routes (and its catch-alls).
+    app.router.routes[0:0] = [
+        Route("/bench/plain", plain, methods=["GET"]),
+        Route("/bench/orders", orders_page, methods=["POST"]),
+        Route("/bench/create-order", create_order, methods=["POST"]),
+        Route("/bench/webhook", webhook, methods=["POST"]),
+    ]
+    return app
+
+
+def build() -> Starlette:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return mount_baselines(create_app(settings), settings)
+
+
+app = build()
