@@ -4,6 +4,8 @@ whose integer columns refuse what SQLite stores)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.client import GraphQLClient
@@ -58,3 +60,71 @@ async def test_an_order_whose_total_overflows_the_amount_column_is_refused(
     # The largest order that fits is still taken.
     r = await client.create_order(user_token, "big-2", [("YACHT-1", 21)])
     assert r.ok()["createOrder"]["amountCents"] == 2_100_000_000
+
+
+# Found by the hostile documents: malformed bodies that reached a 500 where the contract
+# promises a 4xx (the stdlib JSON decoder's UnicodeDecodeError, RecursionError and
+# ValueError, and Strawberry calling .get on a body that is not an object), and a
+# subscription sent over HTTP, which Strawberry ran as a query (INTERNAL_SERVER_ERROR).
+MALFORMED_BODIES = {
+    "invalid UTF-8": b'{"query": "{ products { sku } }\xff"}',
+    "invalid UTF-8 in a string": b'{"query": "{ orders(q: \\"\xc3\x28\\") { total } }"}',
+    "nested 100000 levels": b'{"query": "{ me { id } }", "variables": {"a": '
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}}",
+    "a number of 5000 digits": b'{"query": "{ products { sku } }", "variables": {"n": '
+    + b"9" * 5000
+    + b"}}",
+    "a JSON string": b'"{ products { sku } }"',
+    "a JSON number": b"42",
+    "JSON null": b"null",
+    "JSON true": b"true",
+    "operationName is an object": b'{"query": "query A { products { sku } }", '
+    b'"operationName": {"a": 1}}',
+    "a subscription": b'{"query": "subscription { orderStatusChanged { orderId } }"}',
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_BODIES))
+async def test_a_malformed_body_gets_400(client: GraphQLClient, user_token: str, name: str) -> None:
+    response = await client.http.post(
+        "/graphql",
+        content=MALFORMED_BODIES[name],
+        headers={"content-type": "application/json", "authorization": f"Bearer {user_token}"},
+    )
+    assert response.status_code == 400, response.text
+
+
+async def test_a_variable_list_of_30000_lines_is_refused_before_it_is_converted(
+    client: GraphQLClient, user_token: str
+) -> None:
+    # Found by the hostile documents: Strawberry spent seconds of the event loop turning a
+    # 750 KB list into input objects before the resolver could say "1 to 50 lines".
+    lines = [{"sku": f"S{i}", "qty": 1} for i in range(30_000)]
+    started = time.perf_counter()
+    r = await client.execute(
+        "mutation($i: CreateOrderInput!) { createOrder(input: $i) { id } }",
+        {"i": {"clientToken": "t", "items": lines}},
+        user_token,
+    )
+    assert time.perf_counter() - started < 0.5
+    assert r.code == "BAD_USER_INPUT"
+    assert r.ext["fieldErrors"][0]["field"] == "i.items"
+    # A list the schema allows still goes through to its own validation.
+    r = await client.create_order(user_token, "t", [(f"S{i}", 1) for i in range(51)])
+    assert r.code == "BAD_USER_INPUT"
+    assert r.ext["fieldErrors"][0]["field"] == "items"
+
+
+async def test_a_900_kb_document_is_refused_before_it_is_parsed(
+    client: GraphQLClient, user_token: str
+) -> None:
+    # Found by the hostile documents: GraphQL's lexer spent over a second (twice) on a
+    # 900 KB string literal or comment.
+    started = time.perf_counter()
+    r = await client.execute('{ orders(q: "' + "x" * 900_000 + '") { total } }', {}, user_token)
+    assert time.perf_counter() - started < 0.5
+    assert r.code == "GRAPHQL_VALIDATION_FAILED"
+    r = await client.execute("#" + "c" * 90_000 + "\n{ products { sku } }", {}, user_token)
+    assert r.ok()["products"]
