@@ -9,13 +9,14 @@ no daemon, no root, every pid/log/temp path inside a temporary prefix.
         httpx.get(f"{proxy.url}/health")
 
 The nginx binary is taken from $NGINX_BIN, then PATH, then /usr/sbin/nginx, then
-the copy scripts/check-deploy unpacks into .cache/deploy-tools/.
+the copy scripts/check-deploy (or ensure_nginx()) unpacks into .cache/deploy-tools/.
 
 Command line (stdlib only, so scripts/check-deploy can use it without the app):
     python3 tests/deploy/nginx_harness.py render-compose > deploy/nginx.conf
     python3 tests/deploy/nginx_harness.py render --upstream 127.0.0.1:8001 \\
         --upstream 127.0.0.1:8002 --listen-port 8080 --prefix /some/dir
     python3 tests/deploy/nginx_harness.py run --upstream 127.0.0.1:8001 --listen-port 8080
+    python3 tests/deploy/nginx_harness.py ensure   # find nginx, or unpack Debian's package
 """
 
 from __future__ import annotations
@@ -152,6 +153,65 @@ def find_nginx() -> str:
         "no nginx binary: set NGINX_BIN, install Debian's nginx, "
         "or run scripts/check-deploy once (it unpacks one into .cache/deploy-tools)"
     )
+
+
+def _runs(binary: Path) -> bool:
+    try:
+        return subprocess.run([str(binary), "-v"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def ensure_nginx() -> str:
+    """find_nginx(), or else Debian's nginx package unpacked into the cache, as
+    scripts/check-deploy does: `apt-get download` (after `apt-get update` when root and
+    the lists are missing) and `dpkg-deb -x`; nothing installed system-wide, no service.
+    Raises FileNotFoundError saying why when neither works."""
+    try:
+        return find_nginx()
+    except FileNotFoundError as exc:
+        not_found = str(exc)
+    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
+        raise FileNotFoundError(f"{not_found}; no apt-get/dpkg-deb to unpack Debian's package")
+    target = CACHED_NGINX.parents[2]  # .cache/deploy-tools/nginx, the unpacked package
+    target.parent.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    updated = False
+    # Unpacked next to the target and moved into place whole, so that a concurrent
+    # reader (scripts/check-deploy, another test run) never sees half a package.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".nginx-unpack-") as tmp:
+        for package in ("nginx", "nginx-core", "nginx-light"):
+            download = ["apt-get", "download", "-q", package]
+            result = subprocess.run(download, cwd=tmp, capture_output=True, text=True, timeout=300)
+            if result.returncode != 0 and os.geteuid() == 0 and not updated:
+                updated = True
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
+                result = subprocess.run(
+                    download, cwd=tmp, capture_output=True, text=True, timeout=300
+                )
+            debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
+            if result.returncode != 0 or not debs:
+                problems.append(f"apt-get download {package}: {result.stderr.strip()[-200:]}")
+                continue
+            unpacked = Path(tmp) / f"unpacked-{package}"
+            extract = subprocess.run(
+                ["dpkg-deb", "-x", str(debs[-1]), str(unpacked)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            binary = unpacked / CACHED_NGINX.relative_to(target)
+            if extract.returncode != 0 or not _runs(binary):
+                problems.append(f"{debs[-1].name}: no working usr/sbin/nginx in it")
+                continue
+            shutil.rmtree(target, ignore_errors=True)
+            try:
+                os.replace(unpacked, target)
+            except OSError:
+                if not _runs(CACHED_NGINX):  # else another process just put one there
+                    raise
+            return str(CACHED_NGINX)
+    raise FileNotFoundError(f"{not_found}; unpacking Debian's package failed: {problems}")
 
 
 def prepare_prefix(prefix: Path) -> None:
@@ -294,6 +354,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("render-compose", help="print deploy/nginx.conf as it must be committed")
+    commands.add_parser(
+        "ensure", help="print an nginx binary's path, unpacking Debian's if need be"
+    )
     for name in ("render", "run"):
         sub = commands.add_parser(name, help=f"{name} a config for local upstreams")
         sub.add_argument("--upstream", action="append", required=True, help="HOST:PORT, repeatable")
@@ -305,6 +368,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "render-compose":
         sys.stdout.write(render_compose_config())
+    elif args.command == "ensure":
+        print(ensure_nginx())
     elif args.command == "render":
         prefix = args.prefix.resolve()
         prepare_prefix(prefix)
