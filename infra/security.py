@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ import jwt
 
 ALGORITHM = "HS256"
 _REQUIRED_CLAIMS = ["sub", "role", "iat", "exp"]
+_USER_ID_RE = re.compile(r"[1-9][0-9]{0,9}")
+MAX_USER_ID = 2**31 - 1
 
 
 async def hash_password(password: str, *, rounds: int) -> str:
@@ -75,8 +78,15 @@ def decode_access_token(token: str, *, secret: str) -> TokenClaims | None:
             algorithms=[ALGORITHM],
             options={"require": _REQUIRED_CLAIMS},
         )
+        subject = payload["sub"]
+        # Our own user ids only: a positive 32-bit integer in plain digits (int() would
+        # also take "+1", "1_0" or a number the database refuses, which failed the query).
+        if not isinstance(subject, str) or not _USER_ID_RE.fullmatch(subject):
+            return None
+        if int(subject) > MAX_USER_ID:
+            return None
         return TokenClaims(
-            user_id=int(payload["sub"]),
+            user_id=int(subject),
             role=str(payload["role"]),
             issued_at=int(payload["iat"]),
             expires_at=int(payload["exp"]),

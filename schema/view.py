@@ -152,9 +152,15 @@ class GraphQLView(GraphQL[RequestContext, None]):
         ttl = context.settings.cache_ttl_seconds
         if ttl <= 0 or op is None or not op.cacheable or request_data.query is None:
             return await execute()
-        key = await cache_key(
-            context, request_data.query, request_data.variables, request_data.operation_name
-        )
+        try:
+            key = await cache_key(
+                context, request_data.query, request_data.variables, request_data.operation_name
+            )
+        except Exception:
+            # Looking the caller up failed (the database is down, say). Outside the
+            # operation that would be a bare 500; inside it, the same failure is reported
+            # as a coded INTERNAL_SERVER_ERROR with the request id, and logged.
+            key = None
         if key is None:
             return await execute()
         services = context.services

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import time
 
+import jwt
 import pytest
 
+from resolvers.context import RequestContext
 from tests.client import GraphQLClient
 
 ORDER = "query($id: ID!) { order(id: $id) { id } }"
@@ -128,3 +130,32 @@ async def test_a_900_kb_document_is_refused_before_it_is_parsed(
     assert r.code == "GRAPHQL_VALIDATION_FAILED"
     r = await client.execute("#" + "c" * 90_000 + "\n{ products { sku } }", {}, user_token)
     assert r.ok()["products"]
+
+
+# Found by the auth attacks: a correctly signed token whose `sub` was past 32 bits failed
+# the user lookup on PostgreSQL; on a cacheable read that lookup ran outside the operation,
+# so the client got a bare 500 (and uvicorn an unhandled exception) instead of a coded error.
+@pytest.mark.parametrize("sub", ["99999999999", "+1", "1_0", "01", "-1", " 1"])
+async def test_a_signed_token_whose_subject_is_no_user_id_is_no_token(
+    client: GraphQLClient, user_token: str, sub: str
+) -> None:
+    now = int(time.time())
+    secret = client.app.state.settings.secret_key.get_secret_value()
+    token = jwt.encode(
+        {"sub": sub, "role": "USER", "iat": now, "exp": now + 60}, secret, algorithm="HS256"
+    )
+    for query in ("{ me { id } }", '{ order(id: "1") { id } }', "{ orders { total } }"):
+        r = await client.execute(query, {}, token)
+        assert r.status_code == 200 and r.code == "UNAUTHENTICATED", r.body
+
+
+async def test_a_failing_user_lookup_on_a_cached_read_is_a_coded_error(
+    client: GraphQLClient, user_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def database_down(self: RequestContext) -> None:
+        raise ConnectionRefusedError("the database is down")
+
+    monkeypatch.setattr(RequestContext, "current_user", database_down)
+    r = await client.execute('{ order(id: "1") { id } }', {}, user_token)
+    assert r.status_code == 200, r.body
+    assert r.code == "INTERNAL_SERVER_ERROR" and r.ext["requestId"], r.body
