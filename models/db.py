@@ -47,7 +47,8 @@ def create_engine_for(url: str, *, pool_size: int = 10, immediate: bool = False)
             raise ValueError("DATABASE_URL: an in-memory SQLite database is not supported")
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-    engine = create_async_engine(url, **kwargs)
+    # Statement parameters can hold password hashes: never put them in logs or errors.
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if is_sqlite:
         sync = engine.sync_engine
         event.listen(sync, "connect", _sqlite_pragmas)
@@ -114,4 +115,4 @@ class Database:
 
 def null_pool_engine(url: str) -> AsyncEngine:
     """A short-lived engine for one-off work (migrations, CLI)."""
-    return create_async_engine(url, poolclass=NullPool)
+    return create_async_engine(url, poolclass=NullPool, hide_parameters=True)
