@@ -36,18 +36,25 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     max_depth = settings.query_max_depth if settings else 15
     max_tokens = settings.query_max_tokens if settings else 4000
     max_aliases = settings.query_max_aliases if settings else 30
+    # The limiters make a new rule class per instance, and ValidationCache is keyed by the
+    # rules: built per request they made every request miss the cache and validate again
+    # (most of a trivial request's time). Made once here, the rules are the same objects
+    # for every request.
+    rules: list[Any] = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    ]
+    if settings is not None and settings.is_production:
+        rules.append(NoSchemaIntrospectionCustomRule)
     # Factories: each request gets fresh extension instances; the parser and validation
     # caches themselves live at module level and are shared.
     extensions: list[Any] = [
         ErrorCodes,
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: ParserCache(maxsize=512),
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=512),
     ]
-    if settings is not None and settings.is_production:
-        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return OrderSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )

@@ -1,0 +1,41 @@
+"""The parser and validation caches are hit: a repeated document is validated once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import strawberry.schema.schema as strawberry_schema
+
+from infra.settings import load_settings
+from schema import build_schema
+
+
+@pytest.mark.parametrize("app_env", ["development", "production"])
+async def test_a_repeated_document_is_validated_once(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(app_env=app_env, secret_key="s" * 32, webhook_secret="w" * 32)
+    schema = build_schema(settings)
+    validations: list[Any] = []
+    real_validate = strawberry_schema.validate
+
+    def counting_validate(*args: Any, **kwargs: Any) -> Any:
+        validations.append(args)
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(strawberry_schema, "validate", counting_validate)
+    for _ in range(3):
+        result = await schema.execute("{ __typename }")
+        assert result.errors is None and result.data == {"__typename": "Query"}
+    assert len(validations) == 1
+
+
+async def test_the_limits_still_apply_to_cached_documents() -> None:
+    schema = build_schema(load_settings(query_max_depth=3, query_max_aliases=2))
+    deep = "{ orders { items { user { id } } } }"
+    aliased = "{ a: __typename b: __typename c: __typename }"
+    for _ in range(2):
+        for document in (deep, aliased):
+            result = await schema.execute(document)
+            assert result.errors, document
