@@ -3,6 +3,11 @@
 On SQLite (the embedded default) writes open with BEGIN IMMEDIATE so that two writers
 queue on the busy timeout instead of failing when one upgrades a read lock; reads keep
 deferred transactions so they never wait on a writer (WAL).
+
+On PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its own
+snapshot anyway, so the BEGIN and ROLLBACK around a read session were two round trips
+that bought nothing. A connection is pinged once when it leaves the pool (one round trip;
+SQLAlchemy's pool_pre_ping wraps its ping in BEGIN/ROLLBACK: three).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -38,6 +44,14 @@ def _take_over_transactions(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
+def _ping_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # A connection that died in the pool (a database restart) is replaced, not handed out.
+    try:
+        dbapi_connection.run_async(lambda conn: conn.fetchrow(";"))
+    except Exception as exc:
+        raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
+
+
 def create_engine_for(url: str, *, pool_size: int = 10, immediate: bool = False) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     is_sqlite = url.startswith("sqlite")
@@ -46,7 +60,7 @@ def create_engine_for(url: str, *, pool_size: int = 10, immediate: bool = False)
         if ":memory:" in url or make_url(url).database in (None, ""):
             raise ValueError("DATABASE_URL: an in-memory SQLite database is not supported")
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size)
     # Statement parameters can hold password hashes: never put them in logs or errors.
     engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if is_sqlite:
@@ -55,6 +69,8 @@ def create_engine_for(url: str, *, pool_size: int = 10, immediate: bool = False)
         event.listen(sync, "connect", _take_over_transactions)
         begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
         event.listen(sync, "begin", lambda conn: conn.exec_driver_sql(begin_sql))
+    else:
+        event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
     return engine
 
 
@@ -70,8 +86,13 @@ class Database:
             if self.is_sqlite
             else self.engine
         )
+        read_engine = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._read_sessions = async_sessionmaker(
-            self.engine, class_=AsyncSession, expire_on_commit=False
+            read_engine, class_=AsyncSession, expire_on_commit=False
         )
         self._write_sessions = async_sessionmaker(
             self.write_engine, class_=AsyncSession, expire_on_commit=False
