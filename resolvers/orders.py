@@ -144,6 +144,7 @@ async def create_order(
         return await load_view(services, _same_or_reused(existing, items_fingerprint))
 
     created = False
+    lines: list[OrderLine] = []
     async with services.db.transaction() as session:
         prices = await _prices(session, items)
         amount_cents = sum(prices[i.sku] * i.qty for i in normalised)
@@ -177,13 +178,17 @@ async def create_order(
             await _spend_order_budget(ctx, user.id)
             created = True
             order = Order.model_validate({"id": order_id, **values})
-            session.add_all(
+            lines = [
                 OrderLine(order_id=order_id, sku=i.sku, qty=i.qty, unit_price_cents=prices[i.sku])
                 for i in normalised
-            )
+            ]
+            session.add_all(lines)
     if created:
         services.metrics.orders_created.inc()
         await events.after_commit(services, [], {user.id})
+        # A new order's view is all in hand (its lines, its owner, no payment yet): reading
+        # it back cost a session and three statements per createOrder.
+        return OrderView(order=order, lines=lines, user=user)
     return await load_view(services, order)
 
 
