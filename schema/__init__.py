@@ -19,6 +19,7 @@ from strawberry.types import ExecutionContext
 
 from infra.settings import Settings
 from schema.errors import ErrorCodes
+from schema.execution import FastExecutionContext
 from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
@@ -56,7 +57,11 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: ValidationCache(maxsize=512),
     ]
     return OrderSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        execution_context_class=FastExecutionContext,
     )
 
 
