@@ -223,9 +223,14 @@ async def load_view(services: Services, order: Order, include: Include = Include
 
 
 async def load_details(
-    session: AsyncSession, orders: Sequence[Order], include: Include
+    session: AsyncSession,
+    orders: Sequence[Order],
+    include: Include,
+    *,
+    known_users: Sequence[User] = (),
 ) -> list[OrderView]:
-    """Children of a whole page in one statement per kind, never one per order."""
+    """Children of a whole page in one statement per kind, never one per order.
+    Owners among `known_users` (the caller, just read) are not read again."""
     views = [OrderView(order=o) for o in orders]
     if not views:
         return views
@@ -240,9 +245,11 @@ async def load_details(
         for line in result.scalars():
             by_id[line.order_id].lines.append(line)
     if include.user:
-        user_ids = {v.order.user_id for v in views}
-        user_rows = await session.execute(select(User).where(col(User.id).in_(user_ids)))
-        users = {u.id: u for u in user_rows.scalars()}
+        users = {u.id: u for u in known_users}
+        user_ids = {v.order.user_id for v in views} - users.keys()
+        if user_ids:
+            user_rows = await session.execute(select(User).where(col(User.id).in_(user_ids)))
+            users.update((u.id, u) for u in user_rows.scalars())
         for v in views:
             v.user = users.get(v.order.user_id)
     if include.payment:
@@ -263,7 +270,7 @@ async def get_order(ctx: RequestContext, raw_id: str, include: Include = Include
         order = await session.get(Order, order_id)
         if order is None or (user.role != Role.ADMIN and order.user_id != user.id):
             raise NotFound("Order not found.")
-        return (await load_details(session, [order], include))[0]
+        return (await load_details(session, [order], include, known_users=[user]))[0]
 
 
 def _like_pattern(q: str) -> str:
@@ -329,7 +336,7 @@ async def list_orders(
             .limit(limit)
             .offset((page - 1) * limit)
         )
-        views = await load_details(session, list(result.scalars()), include)
+        views = await load_details(session, list(result.scalars()), include, known_users=[user])
     return OrderPage(items=views, total=int(total), page=page, limit=limit)
 
 
