@@ -35,7 +35,8 @@ from infra.settings import Settings, load_settings
 from server.app import create_app
 
 # The statements production runs for `orders(limit: N) { total pages items { ... user } }`
-# for a USER (see resolvers/orders.py and RequestContext.current_user).
+# for a USER (see resolvers/orders.py and RequestContext.current_user): the caller, the
+# count, the page and its lines.
 SQL_USER = "SELECT id, email, password_hash, role, created_at FROM users WHERE id = $1"
 SQL_COUNT = "SELECT count(*) FROM orders WHERE user_id = $1"
 SQL_PAGE = (
@@ -46,9 +47,6 @@ SQL_PAGE = (
 SQL_LINES = (
     "SELECT id, order_id, sku, qty, unit_price_cents FROM order_lines "
     "WHERE order_id = ANY($1::int[]) ORDER BY order_id, id"
-)
-SQL_OWNERS = (
-    "SELECT id, email, password_hash, role, created_at FROM users WHERE id = ANY($1::int[])"
 )
 SQL_PRICES = "SELECT sku, price_cents FROM products WHERE sku = ANY($1::text[])"
 SQL_INSERT_ORDER = (
@@ -104,9 +102,9 @@ def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
     async def lifespan(a: Any) -> AsyncIterator[None]:
         async with inner_lifespan(a):
             if dsn.startswith("postgresql://"):
-                # As many connections as SQLAlchemy's pool may hold (size + overflow).
+                # As many connections as SQLAlchemy's pool keeps (its overflow aside).
                 size = settings.db_pool_size
-                box["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=2 * size)
+                box["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=size)
             try:
                 yield
             finally:
@@ -126,13 +124,15 @@ def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
         limit = int((body.get("variables") or {}).get("limit", 10))
         page = 1
         async with box["pool"].acquire() as conn:
-            if await conn.fetchrow(SQL_USER, user_id) is None:
+            caller = await conn.fetchrow(SQL_USER, user_id)
+            if caller is None:
                 return _unauthenticated()
             total = await conn.fetchval(SQL_COUNT, user_id)
             rows = await conn.fetch(SQL_PAGE, user_id, limit, (page - 1) * limit)
             ids = [r["id"] for r in rows]
             lines = await conn.fetch(SQL_LINES, ids)
-            owners = await conn.fetch(SQL_OWNERS, list({r["user_id"] for r in rows}))
+            # A USER's orders are all the caller's own: production reads no other owner.
+            owners = [caller]
         by_order: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
         for line in lines:
             by_order[line["order_id"]].append(
