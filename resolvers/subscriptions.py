@@ -17,7 +17,7 @@ from resolvers.orders import parse_order_id
 log = logging.getLogger("order_service.subscriptions")
 
 # Duplicates (two relays, a replay after a Redis outage) arrive within seconds of the
-# original; remembering the latest versions of this many orders is plenty.
+# original; remembering the versions sent of this many orders is plenty.
 SEEN_ORDERS = 10_000
 
 
@@ -28,17 +28,24 @@ class SubscriptionDropped(DomainError):
     )
 
 
-class _LatestVersions:
-    """The newest version sent per order, for the most recently changed orders."""
+class _SentVersions:
+    """The versions sent per order, for the most recently changed orders.
+
+    An older version that was not sent yet is still new: the relay publishes an event
+    whose first publish failed seconds later, often after a newer version of the same
+    order went out directly. Dropping it as stale would lose a committed change; clients
+    order events by `version`.
+    """
 
     def __init__(self, size: int) -> None:
-        self._versions: OrderedDict[int, int] = OrderedDict()
+        self._versions: OrderedDict[int, set[int]] = OrderedDict()
         self._size = size
 
     def is_new(self, order_id: int, version: int) -> bool:
-        if self._versions.get(order_id, 0) >= version:
+        sent = self._versions.setdefault(order_id, set())
+        if version in sent:
             return False
-        self._versions[order_id] = version
+        sent.add(version)
         self._versions.move_to_end(order_id)
         if len(self._versions) > self._size:
             self._versions.popitem(last=False)
@@ -57,7 +64,8 @@ async def order_status_events(
     Asking for an order the caller may not see is `NotFound`, as for a read. Who may see
     an event is decided when it arrives, with the caller's role as the database has it
     (re-read at most every `USER_RECHECK_SECONDS`): a demoted admin stops seeing other
-    users' orders. An event is never sent twice, nor after a newer version of its order.
+    users' orders. An event is never sent twice; one that comes late (published by the
+    relay after a newer version of its order) is still sent.
     """
     user = await ctx.require_user()
     services = ctx.services
@@ -68,7 +76,7 @@ async def order_status_events(
     services.metrics.active_subscriptions.inc()
     try:
         only = None if raw_order_id is None else await _visible_order(ctx, user, raw_order_id)
-        latest = _LatestVersions(SEEN_ORDERS)
+        sent = _SentVersions(SEEN_ORDERS)
         async for raw in subscription:
             try:
                 event = StatusEvent.decode(raw)
@@ -80,7 +88,7 @@ async def order_status_events(
             current = await ctx.current_user()
             if current is None:
                 raise Unauthenticated("Your account no longer exists.")
-            if may_see(current, event) and latest.is_new(event.order_id, event.version):
+            if may_see(current, event) and sent.is_new(event.order_id, event.version):
                 yield event
     except SubscriberTooSlow as exc:
         raise SubscriptionDropped() from exc

@@ -4,12 +4,18 @@ whose integer columns refuse what SQLite stores)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import timedelta
 
 import jwt
 import pytest
+from starlette.applications import Starlette
 
-from resolvers.context import RequestContext
+from infra.broker import BrokerUnavailable
+from resolvers import events
+from resolvers.context import RequestContext, Services
+from resolvers.subscriptions import order_status_events
 from tests.client import GraphQLClient
 
 ORDER = "query($id: ID!) { order(id: $id) { id } }"
@@ -159,3 +165,44 @@ async def test_a_failing_user_lookup_on_a_cached_read_is_a_coded_error(
     r = await client.execute('{ order(id: "1") { id } }', {}, user_token)
     assert r.status_code == 200, r.body
     assert r.code == "INTERNAL_SERVER_ERROR" and r.ext["requestId"], r.body
+
+
+# Found by the Redis fault scenario (1 run in about 12): after a publish failed (a timeout
+# under load, the broker's fail-fast window right after an outage) the relay published
+# that event seconds later, after a newer version of the same order had gone out directly,
+# and every subscriber dropped it as stale: a committed change that nobody was told about.
+async def test_an_event_the_relay_publishes_late_still_reaches_the_subscriber(
+    app: Starlette, client: GraphQLClient, admin_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services: Services = app.state.services
+    for _ in range(200):  # a Redis broker needs its subscription before anything is sent
+        if getattr(services.broker, "listening", True):
+            break
+        await asyncio.sleep(0.02)
+    order = (await client.create_order(admin_token, "late-1")).ok()["createOrder"]
+    ctx = RequestContext(services=services, request_id="test")
+    ctx.authenticate(f"Bearer {admin_token}")
+    stream = order_status_events(ctx, None)
+    first = asyncio.ensure_future(asyncio.wait_for(anext(stream), 5))
+    for _ in range(200):
+        if services.broker.fanout.count() == 1:
+            break
+        await asyncio.sleep(0.01)
+
+    publish = services.broker.publish
+    failures = iter([BrokerUnavailable("a publish that timed out")])
+
+    async def flaky(channel: str, message: bytes) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        await publish(channel, message)
+
+    monkeypatch.setattr(services.broker, "publish", flaky)
+    (await client.move(admin_token, order["id"], "PAID", 1)).ok()  # not published
+    (await client.move(admin_token, order["id"], "SHIPPED", 2)).ok()  # published at once
+    assert (await first).version == 3
+    assert await events.relay_once(services, min_age=timedelta(0)) == 1  # version 2, late
+    late = await asyncio.wait_for(anext(stream), 5)
+    assert (late.order_id, late.version, late.status) == (int(order["id"]), 2, "PAID")
+    await stream.aclose()
