@@ -40,6 +40,8 @@ from tests.resilience.harness import (
 )
 from tests.resilience.ledger import Scenario
 
+pytestmark = pytest.mark.timeout(600)
+
 POSITIVE_EXAMPLES = 100
 NEGATIVE_EXAMPLES = 20
 ANONYMOUS_EXAMPLES = 20

@@ -25,6 +25,8 @@ from tests.resilience.harness import (
 )
 from tests.resilience.ledger import Scenario
 
+pytestmark = pytest.mark.timeout(180)
+
 MAX_SECONDS = 2.0
 JSON = {"content-type": "application/json"}
 
