@@ -33,6 +33,8 @@ from graphql.pyutils import Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 _TYPENAME = "__typename"
+_LEAF_TYPES = (GraphQLScalarType, GraphQLEnumType)
+_NOT_LISTS = (str, bytes, dict)
 
 
 class _NotPlain(Exception):
@@ -40,6 +42,26 @@ class _NotPlain(Exception):
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Shared with the copies a subscription makes for each event (see collect_subfields).
+        self._subfields_by_nodes: dict[tuple[Any, ...], Any] = {}
+
+    def collect_subfields(self, return_type: GraphQLObjectType, field_details_list: Any) -> Any:
+        """graphql-core memoizes sub-selections by the identity of the field list, which a
+        subscription collects anew for every event: each event collected them again and
+        added an entry that was never dropped. The nodes are the document's own, the same
+        for every event, so they make the key."""
+        if any(d.defer_usage or d.fragment_variable_values for d in field_details_list):
+            return super().collect_subfields(return_type, field_details_list)
+        key = (return_type, *(id(d.node) for d in field_details_list))
+        collected = self._subfields_by_nodes.get(key)
+        if collected is None:
+            collected = self._subfields_by_nodes[key] = super().collect_subfields(
+                return_type, field_details_list
+            )
+        return collected
+
     def execute_fields(
         self,
         parent_type: GraphQLObjectType,
@@ -96,13 +118,13 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return None
         if isinstance(value, Exception) or self.is_awaitable(value):
             raise _NotPlain
-        if isinstance(return_type, GraphQLScalarType | GraphQLEnumType):
+        if isinstance(return_type, _LEAF_TYPES):
             coerced = return_type.coerce_output_value(value)
             if coerced is None or coerced is Undefined:
                 raise _NotPlain
             return coerced
         if isinstance(return_type, GraphQLList):
-            if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
+            if isinstance(value, _NOT_LISTS) or not isinstance(value, Iterable):
                 raise _NotPlain
             item_type = return_type.of_type
             return [self._plain_value(item_type, field_details_list, item) for item in value]

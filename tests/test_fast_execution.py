@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 import pytest
@@ -124,3 +125,34 @@ async def test_plain_objects_skip_graphql_cores_per_field_work(
     result = await fast.execute("{ things { id lines { sku } owner { email } } }")
     assert result.errors is None
     assert resolved == ["things"]
+
+
+@strawberry.type
+class Ticks:
+    @strawberry.subscription
+    async def things(self, count: int) -> AsyncGenerator[Thing, None]:
+        for n in range(count):
+            yield _thing(n)
+
+
+async def test_a_subscription_collects_its_selection_once_not_per_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import graphql.execution.executor as executor_module
+
+    calls: list[object] = []
+    collect = executor_module.collect_subfields
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return collect(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(executor_module, "collect_subfields", counting)
+    schema = strawberry.Schema(
+        Query, subscription=Ticks, execution_context_class=FastExecutionContext
+    )
+    results = await schema.subscribe("subscription { things(count: 20) { id lines { sku } } }")
+    answers = [r async for r in results]  # type: ignore[union-attr]
+    assert len(answers) == 20 and all(r.errors is None for r in answers)
+    assert answers[4].data == {"things": {"id": "4", "lines": [{"sku": "S0"}]}}
+    assert len(calls) <= 2  # Thing, and Line once
