@@ -19,6 +19,7 @@ log = logging.getLogger("order_service.subscriptions")
 # Duplicates (two relays, a replay after a Redis outage) arrive within seconds of the
 # original; remembering the versions sent of this many orders is plenty.
 SEEN_ORDERS = 10_000
+_MAX_TRACKED_VERSION = 1024
 
 
 class SubscriptionDropped(DomainError):
@@ -38,14 +39,20 @@ class _SentVersions:
     """
 
     def __init__(self, size: int) -> None:
-        self._versions: OrderedDict[int, set[int]] = OrderedDict()
+        # A bit per version sent: an order changes a handful of times, so the mask is a
+        # small int, as compact as the single version it replaces (every subscriber keeps
+        # one of these).
+        self._versions: OrderedDict[int, int] = OrderedDict()
         self._size = size
 
     def is_new(self, order_id: int, version: int) -> bool:
-        sent = self._versions.setdefault(order_id, set())
-        if version in sent:
+        if not 0 <= version < _MAX_TRACKED_VERSION:
+            return True  # no order changes that often: not worth a mask that wide
+        bit = 1 << version
+        sent = self._versions.get(order_id, 0)
+        if sent & bit:
             return False
-        sent.add(version)
+        self._versions[order_id] = sent | bit
         self._versions.move_to_end(order_id)
         if len(self._versions) > self._size:
             self._versions.popitem(last=False)
