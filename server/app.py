@@ -72,6 +72,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
 
 async def _relay_forever(services: Services) -> None:
     passes = 0
+    failing_since: int | None = None
     while True:
         await asyncio.sleep(RELAY_INTERVAL_SECONDS)
         passes += 1
@@ -79,8 +80,17 @@ async def _relay_forever(services: Services) -> None:
             await events.relay_once(services, min_age=RELAY_MIN_AGE)
             if passes % PRUNE_EVERY_PASSES == 0:
                 await events.prune_published(services, older_than=OUTBOX_RETENTION)
-        except Exception:
-            log.warning("outbox relay pass failed", exc_info=True)
+        except Exception as exc:
+            # One traceback per outage, not one a second for as long as it lasts.
+            if failing_since is None:
+                failing_since = passes
+                log.warning("outbox relay pass failed; retrying every second", exc_info=True)
+            else:
+                log.debug("outbox relay pass failed again: %s", type(exc).__name__)
+        else:
+            if failing_since is not None:
+                log.info("outbox relay recovered after %d failed passes", passes - failing_since)
+                failing_since = None
 
 
 async def _watch_redis(services: Services) -> None:
