@@ -48,7 +48,15 @@ def _scenario_name(nodeid: str) -> str:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "tests/resilience/" not in report.nodeid or not ENABLED or not _ours(report.fspath):
+    if "tests/resilience/" not in report.nodeid or not ENABLED:
+        return
+    if not _ours(report.fspath):
+        # The regression tests count as one scenario of the report.
+        name = "test_regressions.py"
+        scenario = LEDGER.scenario(name, "Regression tests of the bugs this suite found")
+        if report.when == "call" and report.passed:
+            scenario.check("regression tests passed")
+        LEDGER.finish(name, "passed" if report.passed else "failed", report.duration)
         return
     name = _scenario_name(report.nodeid)
     if report.skipped:
