@@ -17,6 +17,20 @@ WORKLOADS = (
     ("writes", "Writes: `createOrder` (unique tokens) vs the same INSERTs with asyncpg"),
     ("webhooks", "Webhooks: signed SUCCESS deliveries vs the same statements with asyncpg"),
 )
+# Libraries worth an inclusive figure (the event loop, uvicorn and the middleware are on
+# every stack and say nothing).
+INCLUSIVE_SHOWN = (
+    "graphql-core",
+    "strawberry",
+    "app: schema/",
+    "app: resolvers/",
+    "app: webhooks/",
+    "SQLAlchemy",
+    "asyncpg",
+    "redis-py",
+    "logging",
+    "prometheus",
+)
 SHORT = {
     "overhead": "overhead",
     "reads_cold": "reads cold",
@@ -93,7 +107,7 @@ def targets(
     p99 = g["p99_ms"] if g else None
     out.append(
         (
-            "reads cold: p99 <= 60 ms at 32 clients",
+            "reads cold: p99 <= 60 ms at 32 connections",
             _fmt(p99, 1, " ms"),
             absolute,
             None if p99 is None else p99 <= 60,
@@ -128,9 +142,11 @@ def targets(
 
 
 def _results_table(results: list[dict[str, Any]], config: str) -> list[str]:
+    split = any(r.get("worker_cpu_share") for r in results if r["config"] == config)
     lines = [
-        "| workload | path | req/s | p50 ms | p99 ms | server CPU µs/req | GraphQL/baseline |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | path | req/s | p50 ms | p99 ms | server CPU µs/req | service/baseline |"
+        + (" CPU split over workers |" if split else ""),
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if split else ""),
     ]
     for key, _ in WORKLOADS:
         g, b = _pair(results, config, key)
@@ -139,10 +155,11 @@ def _results_table(results: list[dict[str, Any]], config: str) -> list[str]:
                 continue
             r = ratio(results, config, key) if side == "graphql" else None
             path = "service" if side == "graphql" else "baseline"
+            shares = " / ".join(f"{x:.0%}" for x in row.get("worker_cpu_share") or [])
             lines.append(
                 f"| {SHORT[key]} | {path} | {row['rps']:,.0f} | {row['p50_ms']:.1f} | "
                 f"{row['p99_ms']:.1f} | {row['cpu_us_per_request']:,.0f} | "
-                f"{_fmt(r, 2) if r is not None else ''} |"
+                f"{_fmt(r, 2) if r is not None else ''} |" + (f" {shares} |" if split else "")
             )
     return lines
 
@@ -172,13 +189,15 @@ def _profile_section(profiles: list[dict[str, Any]]) -> list[str]:
         "",
     ]
     for p in profiles:
-        libs = ", ".join(f"{k} {v:.0%}" for k, v in p["inclusive_by_library"][:8])
+        libs = ", ".join(
+            f"{k} {v:.0%}" for k, v in p["inclusive_by_library"] if k in INCLUSIVE_SHOWN
+        )
         out.append(f"- {SHORT.get(p['workload'], p['workload'])}: {libs}")
     out.append("")
     return out
 
 
-def _before_after(results: list[dict[str, Any]]) -> list[str]:
+def _before_after(results: list[dict[str, Any]], fanout: list[dict[str, Any]]) -> list[str]:
     if not BEFORE.exists():
         return []
     before = json.loads(BEFORE.read_text())
@@ -186,28 +205,38 @@ def _before_after(results: list[dict[str, Any]]) -> list[str]:
         "## Before and after the fixes",
         "",
         f"*Before*: {before.get('description', 'an earlier run')} "
-        f"(git {before.get('git', '?')}, load average {before.get('load', '?')}). "
-        "*After*: this run. Both pinned single worker; ratios and CPU per request "
-        "compare across runs better than raw requests/s on this shared machine.",
+        f"(load average {before.get('load', '?')}). *After*: this run. Both on one pinned "
+        "worker; ratios and CPU per request compare across runs better than raw "
+        "requests/s on this shared machine.",
         "",
         "| workload | ratio before | ratio after | CPU µs/req before | CPU µs/req after |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for key, _ in WORKLOADS:
-        b = before.get("workloads", {}).get(key)
+        b = before.get("workloads", {}).get(key) or {}
         g, _ = _pair(results, "1w-pinned", key)
-        if b is None and g is None:
+        if not b and g is None:
             continue
         out.append(
-            f"| {SHORT[key]} | {_fmt(b and b.get('ratio'), 2)} | "
+            f"| {SHORT[key]} | {_fmt(b.get('ratio'), 2)} | "
             f"{_fmt(ratio(results, '1w-pinned', key), 2)} | "
-            f"{_fmt(b and b.get('cpu_us'))} | {_fmt(g and g['cpu_us_per_request'])} |"
+            f"{_fmt(b.get('cpu_us'))} | {_fmt(g and g['cpu_us_per_request'])} |"
         )
-    for f in before.get("fanout", []):
-        out.append(
-            f"| fan-out {f['level']:,} | p99 {f.get('p99_ms')} ms | | "
-            f"{f.get('cpu_us_per_delivery', 'n/a')} µs/delivery | |"
-        )
+    now = {f["level"]: f for f in fanout}
+    if before.get("fanout"):
+        out += [
+            "",
+            "| fan-out | p99 ms before | p99 ms after | CPU µs/delivery before | after "
+            "| KB/subscriber before | after |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for f in before["fanout"]:
+            n = now.get(f["level"], {})
+            out.append(
+                f"| {f['level']:,} | {_fmt(f.get('p99_ms'))} | {_fmt(n.get('p99_ms'))} | "
+                f"{_fmt(f.get('cpu_us_per_delivery'))} | {_fmt(n.get('cpu_us_per_delivery'))} | "
+                f"{_fmt(f.get('kb_per_subscriber'), 1)} | {_fmt(n.get('kb_per_subscriber'), 1)} |"
+            )
     out.append("")
     return out
 
@@ -321,7 +350,7 @@ def render(
         lines.append("")
     lines += _profile_section(profiles)
     if not settings["smoke"]:
-        lines += _before_after(results)
+        lines += _before_after(results, fanout)
         if NOTES.exists():
             lines += [NOTES.read_text().rstrip(), ""]
     if chart:
