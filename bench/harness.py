@@ -174,6 +174,7 @@ class Run:
     fanout: list[dict[str, Any]] = field(default_factory=list)
     profiles: list[dict[str, Any]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    stuck_shutdowns: list[str] = field(default_factory=list)
     batches: int = 0
 
     @property
@@ -261,7 +262,10 @@ class Run:
     def stop_server(self, server: Server, *, wait: bool = True) -> None:
         """Stop a server; without `wait`, cleanup reaps it (the smoke run does not wait)."""
         if wait:
-            stop_process_group(server.process)
+            hung = stop_process_group(server.process, timeout=8, dump_to=self.workdir)
+            if hung:
+                log(f"server {server.name} did not stop within 8 s of SIGTERM; stack: {hung}")
+                self.stuck_shutdowns.append(server.name)
             if server in self.servers:
                 self.servers.remove(server)
         elif server.process.poll() is None:
@@ -269,17 +273,36 @@ class Run:
                 os.killpg(server.process.pid, signal.SIGTERM)
 
 
-def stop_process_group(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+def stop_process_group(
+    process: subprocess.Popen[Any], timeout: float = 15, dump_to: Path | None = None
+) -> str | None:
+    """SIGTERM, then SIGKILL after `timeout`; with `dump_to`, a process that had to be
+    killed leaves a py-spy dump of its stacks there (the path is returned)."""
     if process.poll() is not None:
-        return
+        return None
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
+        return None
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        pass
+    dumped = None
+    if dump_to is not None and profiling.available():
+        path = dump_to / f"stuck-{process.pid}.txt"
+        with contextlib.suppress(Exception):
+            out = subprocess.run(
+                [profiling.py_spy_path() or "py-spy", "dump", "--pid", str(process.pid)],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            path.write_text(out.stdout + out.stderr)
+            dumped = str(path)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return dumped or "killed"
 
 
 # -- database ----------------------------------------------------------------------------
@@ -798,7 +821,8 @@ async def _drive_events(url: str, token: str, order_ids: list[int], rate: float)
     """updateOrderStatus(PENDING -> PAID) for each order, `rate` per second, as an admin."""
     sent: list[str] = []
     headers = json_headers(token)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+    # Generous: with thousands of subscribers the server is busy delivering earlier events.
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=180) as client:
         start = time.perf_counter()
         pending: list[asyncio.Task[httpx.Response]] = []
         for i, order_id in enumerate(order_ids):
@@ -869,7 +893,10 @@ def run_fanout(run: Run, server: Server) -> None:
                     _drive_events(server.url, run.tokens["admin"], orders, args.fanout_rate)
                 )
                 stats = client.ask(
-                    cmd="collect", orders=sent, wait=max(30.0, level / 200), expected=len(sent)
+                    cmd="collect",
+                    orders=sent,
+                    wait=max(30.0, level * len(sent) / 1000),
+                    expected=len(sent),
                 )
                 elapsed = time.perf_counter() - started
                 cpu = cpu_seconds([server.process.pid]) - cpu_before
@@ -897,8 +924,8 @@ def run_fanout(run: Run, server: Server) -> None:
                         f"duplicates {row['duplicates']}: {row['errors']}"
                     )
             except Exception as exc:
-                log(f"FAILED {what}: {exc}")
-                run.failures.append(Failure(what, str(exc)[:500]))
+                log(f"FAILED {what}: {exc!r}")
+                run.failures.append(Failure(what, repr(exc)[:500]))
                 break
     finally:
         if client is not None:
@@ -1150,6 +1177,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fanout_rate": args.fanout_rate,
                 "fanout_events": args.fanout_events,
                 "tool": "wrk" if args.wrk else "bench.pyload",
+                "stuck_shutdowns": run.stuck_shutdowns,
             },
         )
         for path in paths:

@@ -53,6 +53,10 @@ def available() -> bool:
     return _py_spy() is not None
 
 
+def py_spy_path() -> str | None:
+    return _py_spy()
+
+
 def _py_spy() -> str | None:
     here = Path(sys.executable).parent / "py-spy"
     return str(here) if here.exists() else shutil.which("py-spy")

@@ -268,6 +268,12 @@ def render(
         lines += ["**Smoke run**: durations too short for the numbers to mean anything.", ""]
     if failures:
         lines += ["## Failures", ""] + [f"- {f['what']}: {f['why']}" for f in failures] + [""]
+    if settings.get("stuck_shutdowns"):
+        lines += [
+            "**Shutdown:** the server did not stop within 8 s of SIGTERM (it was killed) "
+            f"after: {', '.join(settings['stuck_shutdowns'])}. See the notes below.",
+            "",
+        ]
     lines += [
         "## Machine",
         "",
