@@ -80,8 +80,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = LEDGER.write()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
-        reporter.write_line(f"resilience report: {path}")
+        reporter.write_line(f"\nresilience report: {path}")
 
 
 @pytest.fixture
