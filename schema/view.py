@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
-from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.exceptions import NonJsonMessageReceived, WebSocketDisconnected
 from strawberry.types import ExecutionResult
 
 from resolvers.context import RequestContext, Services
@@ -91,6 +91,35 @@ class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
             await self.ws.send_text(orjson.dumps(message).decode())
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
+
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        # Strawberry's protocol handlers index into every message: one that is JSON but not
+        # an operation message raised inside them and dropped the socket without a close
+        # code. Refused here like a message that is not JSON: 4400 on graphql-transport-ws,
+        # ignored on the legacy protocol.
+        async for message in super().iter_json(ignore_parsing_errors=ignore_parsing_errors):
+            if is_operation_message(message):
+                yield message
+            elif not ignore_parsing_errors:
+                raise NonJsonMessageReceived
+
+
+def is_operation_message(message: object) -> bool:
+    """An object whose id, if any, is a string and whose payload, if any, is an object
+    (a document in it no longer than HTTP allows)."""
+    if not isinstance(message, dict):
+        return False
+    if not isinstance(message.get("id", ""), str):
+        return False
+    payload = message.get("payload")
+    if payload is None:
+        return True
+    if not isinstance(payload, dict):
+        return False
+    query = payload.get("query")
+    return not (isinstance(query, str) and len(query) > MAX_DOCUMENT_CHARS)
 
 
 class GraphQLView(GraphQL[RequestContext, None]):

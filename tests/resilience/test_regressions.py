@@ -5,18 +5,23 @@ whose integer columns refuse what SQLite stores)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import jwt
 import pytest
+import websockets
 from starlette.applications import Starlette
 
 from infra.broker import BrokerUnavailable
 from resolvers import events
 from resolvers.context import RequestContext, Services
 from resolvers.subscriptions import order_status_events
-from tests.client import GraphQLClient
+from tests.client import PASSWORD, GraphQLClient
+from tests.live import live_server
 
 ORDER = "query($id: ID!) { order(id: $id) { id } }"
 ORDERS = "query($q: String) { orders(q: $q) { total items { id } } }"
@@ -206,3 +211,58 @@ async def test_an_event_the_relay_publishes_late_still_reaches_the_subscriber(
     late = await asyncio.wait_for(anext(stream), 5)
     assert (late.order_id, late.version, late.status) == (int(order["id"]), 2, "PAID")
     await stream.aclose()
+
+
+# Found by probing the websocket with hostile messages: a message that is JSON but not an
+# operation message (an array, a payload or id of the wrong type) raised inside
+# Strawberry's protocol handlers, so the socket died without a close code and uvicorn
+# logged an unhandled exception; a 900 KB subscription document held the event loop
+# while it was lexed, as it did over HTTP.
+MALFORMED_WS_MESSAGES = {
+    "an array": "[1, 2]",
+    "a payload that is a list": '{"type": "subscribe", "id": "1", "payload": [1]}',
+    "an id that is an object": '{"type": "subscribe", "id": {"a": 1}, "payload": '
+    '{"query": "subscription { orderStatusChanged { orderId } }"}}',
+    "a 900 KB document": json.dumps(
+        {
+            "type": "subscribe",
+            "id": "1",
+            "payload": {
+                "query": "#" + "c" * 900_000 + "\nsubscription { orderStatusChanged { orderId } }"
+            },
+        }
+    ),
+}
+
+
+async def test_a_malformed_websocket_message_closes_the_socket_with_4400(
+    database_url: str, tmp_path: Path
+) -> None:
+    with live_server({"DATABASE_URL": database_url}, tmp_path) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            signup = await http.post(
+                "/graphql",
+                json={
+                    "query": "mutation($i: SignupInput!) { signup(input: $i) { accessToken } }",
+                    "variables": {"i": {"email": "ws-hostile@example.com", "password": PASSWORD}},
+                },
+            )
+        token = signup.json()["data"]["signup"]["accessToken"]
+        init = json.dumps(
+            {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+        )
+        for name, message in MALFORMED_WS_MESSAGES.items():
+            async with websockets.connect(
+                server.ws_url,
+                subprotocols=["graphql-transport-ws"],
+                max_size=None,  # type: ignore[list-item]
+            ) as ws:
+                await ws.send(init)
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                started = time.perf_counter()
+                await ws.send(message)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400, name
+                assert time.perf_counter() - started < 0.5, name
+        assert "Exception in ASGI application" not in server.log()
