@@ -21,6 +21,9 @@ from resolvers.errors import Forbidden, Unauthenticated
 
 # A websocket keeps one context for hours: its user (and role) is read again this often.
 USER_RECHECK_SECONDS = 30.0
+# Rechecks of one user by many contexts within this long share one read.
+USER_RECHECK_SHARED_SECONDS = 1.0
+_MAX_SHARED_RECHECKS = 10_000
 
 
 @dataclass(eq=False)
@@ -36,6 +39,10 @@ class Services:
     # None: the built-in simulated provider (PAYMENT_PROVIDER_URL unset).
     provider: PaymentProviderClient | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # The latest recheck read per user id, with when it started (see current_user).
+    user_rechecks: dict[int, tuple[float, asyncio.Future[User | None]]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(eq=False)
@@ -70,10 +77,34 @@ class RequestContext:
     async def current_user(self) -> User | None:
         """The user the token names, as the database has it now (role included)."""
         # Sibling fields resolve concurrently: they share one lookup.
-        if self._user is None or self._user_is_stale():
+        if self._user is None:
             self._user = asyncio.ensure_future(self._load_user())
             self._user_loaded_at = time.monotonic()
+        elif self._user_is_stale():
+            self._user_loaded_at, self._user = self._recheck()
         return await asyncio.shield(self._user)
+
+    def _recheck(self) -> tuple[float, asyncio.Future[User | None]]:
+        """Read a long-lived context's user again, sharing the read with every other
+        context of the same user that rechecks at about the same time: an event reaching
+        10,000 subscriptions of one admin made 10,000 identical queries at once (the pool
+        timed out), now one."""
+        now = time.monotonic()
+        if self.claims is None:
+            return now, asyncio.ensure_future(self._load_user())
+        rechecks = self.services.user_rechecks
+        shared = rechecks.get(self.claims.user_id)
+        if shared is not None:
+            started, read = shared
+            window = min(USER_RECHECK_SHARED_SECONDS, USER_RECHECK_SECONDS)
+            failed = read.done() and (read.cancelled() or read.exception() is not None)
+            if not failed and (not read.done() or now - started <= window):
+                return started, read
+        if len(rechecks) >= _MAX_SHARED_RECHECKS:
+            rechecks.clear()
+        read = asyncio.ensure_future(self._load_user())
+        rechecks[self.claims.user_id] = (now, read)
+        return now, read
 
     def _user_is_stale(self) -> bool:
         loaded = self._user
