@@ -137,7 +137,12 @@ class Server:
     def worker_pids(self) -> list[int]:
         """The processes that serve requests (uvicorn's workers, or the one process)."""
         pids = self.pids()
-        workers = [p for p in pids[1:] if "bench.serve" not in _cmdline(p)]
+        # uvicorn spawns its workers with multiprocessing; its resource tracker is not one.
+        workers = [
+            p
+            for p in pids[1:]
+            if "spawn_main" in (line := _cmdline(p)) and "resource_tracker" not in line
+        ]
         return workers if self.workers > 1 and workers else [self.process.pid]
 
 
