@@ -413,7 +413,10 @@ def chart(path: Path, results: list[dict[str, Any]], fanout: list[dict[str, Any]
         ax.set_ylabel("delivery latency ms")
         ax.set_title("fan-out, one process")
         ax2 = ax.twinx()
-        ax2.plot(levels, [f["kb_per_subscriber"] for f in fanout], "k--", label="KB/subscriber")
+        kb = [f["kb_per_subscriber"] for f in fanout]
+        ax2.plot(levels, kb, "k--", label="KB/subscriber")
+        ax2.axhline(30, color="gray", linestyle=":", linewidth=1, label="30 KB target")
+        ax2.set_ylim(0, max(35.0, max(kb) * 1.2))
         ax2.set_ylabel("server KB per subscriber")
         ax.legend(fontsize=8, loc="upper left")
         ax2.legend(fontsize=8, loc="lower right")
