@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import websockets
 
-from tests.client import PASSWORD
 from tests.live import live_server
+from tests.live_api import live_client
 
 
 async def test_ack_and_events_arrive_as_text_frames(database_url: str, tmp_path: Path) -> None:
     with live_server({"DATABASE_URL": database_url}, tmp_path) as server:
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            signup = await http.post(
-                "/graphql",
-                json={
-                    "query": "mutation($i: SignupInput!) { signup(input: $i) { accessToken } }",
-                    "variables": {"i": {"email": "frames@example.com", "password": PASSWORD}},
-                },
-            )
-            token = signup.json()["data"]["signup"]["accessToken"]
+        async with live_client(server.url, database_url) as client:
+            token = await client.signup("frames@example.com")
         async with websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
             await ws.send(
                 json.dumps(
