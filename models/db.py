@@ -4,21 +4,34 @@ On SQLite (the embedded default) writes open with BEGIN IMMEDIATE so that two wr
 queue on the busy timeout instead of failing when one upgrades a read lock; reads keep
 deferred transactions so they never wait on a writer (WAL).
 
+Two ways in. `connect()` and `begin()` hand out driver connections for the statements of
+`models.sql`: what the request paths use. On PostgreSQL they come from an asyncpg pool of
+their own, which keeps each connection's prepared statements and skips asyncpg's session
+reset on release (a round trip; these connections never change session state, and an
+open transaction is still rolled back). On SQLite they are the aiosqlite connections of
+SQLAlchemy's pool, so they carry the engine's pragmas. `read()` and `transaction()` are
+ORM sessions, for tools, migrations and tests.
+
 On PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its own
-snapshot anyway, so the BEGIN and ROLLBACK around a read session were two round trips
-that bought nothing. A connection is pinged once when it leaves the pool (one round trip;
-SQLAlchemy's pool_pre_ping wraps its ping in BEGIN/ROLLBACK: three).
+snapshot anyway, so a BEGIN and ROLLBACK around a read would be two round trips that buy
+nothing. SQLAlchemy's connections are pinged once when they leave the pool (one round
+trip; its pool_pre_ping wraps the ping in BEGIN/ROLLBACK: three); asyncpg's pool replaces
+a connection that the server closed when it is next acquired.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+import asyncpg
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,7 +40,26 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from models.sql import (
+    Connection,
+    PgConnection,
+    SqliteConnection,
+    Statement,
+    StatementListener,
+)
+
+# What a failing database raises, whichever way in (for callers that report it, not crash).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlite3.Error,
+    OSError,
+)
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POOL_CLOSE_TIMEOUT_SECONDS = 5.0
+_PING = Statement("SELECT 1")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -74,12 +106,25 @@ def create_engine_for(url: str, *, pool_size: int = 10, immediate: bool = False)
     return engine
 
 
+async def _keep_session(_conn: Any) -> None:
+    """asyncpg's release-time reset, less the round trip (see the module's docstring)."""
+    return None
+
+
+def asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class Database:
-    """Sessions for reads and for write transactions."""
+    """Driver connections for the request paths; ORM sessions for everything else."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.pool_size = pool_size
+        self._listeners: list[StatementListener] = []
+        self._pg_pool: asyncpg.Pool | None = None
+        self._pg_pool_lock = asyncio.Lock()
         self.engine = create_engine_for(url, pool_size=pool_size)
         self.write_engine = (
             create_engine_for(url, pool_size=pool_size, immediate=True)
@@ -110,6 +155,75 @@ class Database:
         )
 
     @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        """A connection for reads: each statement runs on its own (autocommit)."""
+        if self.is_sqlite:
+            async with self.engine.connect() as sa_conn:
+                raw = await sa_conn.get_raw_connection()
+                yield SqliteConnection(raw.driver_connection, self._listeners)
+            return
+        pool = self._pg_pool or await self._open_pg_pool()
+        async with pool.acquire() as conn:
+            yield PgConnection(conn, self._listeners)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[Connection]:
+        """A connection in a write transaction: committed on success, rolled back on error.
+        On SQLite it begins IMMEDIATE: writers queue on the busy timeout."""
+        if self.is_sqlite:
+            async with self.write_engine.connect() as sa_conn:
+                raw = await sa_conn.get_raw_connection()
+                conn = SqliteConnection(raw.driver_connection, self._listeners)
+                await conn.run_script("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    await conn.run_script("ROLLBACK")
+                    raise
+                await conn.run_script("COMMIT")
+            return
+        pool = self._pg_pool or await self._open_pg_pool()
+        async with pool.acquire() as pg_conn, pg_conn.transaction():
+            yield PgConnection(pg_conn, self._listeners)
+
+    async def _open_pg_pool(self) -> asyncpg.Pool:
+        async with self._pg_pool_lock:
+            if self._pg_pool is None:
+                # min_size=0: nothing connects until a request needs it, and a database
+                # that is down at startup is retried by the next request.
+                self._pg_pool = await asyncpg.create_pool(
+                    asyncpg_dsn(self.url),
+                    min_size=0,
+                    max_size=self.pool_size,
+                    reset=_keep_session,
+                    server_settings={"application_name": "order-service"},
+                )
+        return self._pg_pool
+
+    @contextlib.contextmanager
+    def recording_statements(self) -> Iterator[list[str]]:
+        """Every statement run while the block runs, by either way in (BEGIN, COMMIT
+        and pragmas left out)."""
+        statements: list[str] = []
+
+        def record(sql: str) -> None:
+            if not sql.lstrip().upper().startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK")):
+                statements.append(sql)
+
+        def record_orm(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            record(statement)
+
+        self._listeners.append(record)
+        for engine in self.engines:
+            event.listen(engine.sync_engine, "before_cursor_execute", record_orm)
+        try:
+            yield statements
+        finally:
+            self._listeners.remove(record)
+            for engine in self.engines:
+                event.remove(engine.sync_engine, "before_cursor_execute", record_orm)
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read_sessions() as session:
             yield session
@@ -121,15 +235,27 @@ class Database:
             yield session
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with self.connect() as conn:
+            await conn.fetchval(_PING)
 
     def pool_in_use(self) -> int:
-        pool = self.engine.pool
-        checked_out = getattr(pool, "checkedout", None)
-        return int(checked_out()) if callable(checked_out) else 0
+        in_use = 0
+        for engine in self.engines:
+            checked_out = getattr(engine.pool, "checkedout", None)
+            in_use += int(checked_out()) if callable(checked_out) else 0
+        if self._pg_pool is not None:
+            in_use += self._pg_pool.get_size() - self._pg_pool.get_idle_size()
+        return in_use
 
     async def dispose(self) -> None:
+        pool, self._pg_pool = self._pg_pool, None
+        if pool is not None:
+            # close() waits for every connection to come back; a request stuck on a dead
+            # database would hold shutdown up for ever.
+            try:
+                await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_SECONDS)
+            except (TimeoutError, OSError):
+                pool.terminate()
         for engine in self.engines:
             await engine.dispose()
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
 
 from infra.limiter import hashed
 from infra.security import (
@@ -16,8 +13,10 @@ from infra.security import (
     hash_password,
     verify_password,
 )
+from models import queries
+from models.rows import UserRow
 from models.state import Role
-from models.tables import User
+from models.tables import utcnow
 from resolvers import events
 from resolvers.context import RequestContext
 from resolvers.errors import EmailTaken, FieldErrors, InvalidCredentials, RateLimited
@@ -29,7 +28,7 @@ PASSWORD_MAX_BYTES = 72  # bcrypt ignores anything longer
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     access_token: str
-    user: User
+    user: UserRow
 
 
 def normalise_email(raw: str, errors: FieldErrors, field: str = "email") -> str:
@@ -47,8 +46,7 @@ def check_password(password: str, errors: FieldErrors, field: str = "password") 
         errors.add(field, f"must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes long")
 
 
-def issue_token(ctx: RequestContext, user: User) -> AuthResult:
-    assert user.id is not None
+def issue_token(ctx: RequestContext, user: UserRow) -> AuthResult:
     token = create_access_token(
         user.id,
         user.role,
@@ -58,28 +56,29 @@ def issue_token(ctx: RequestContext, user: User) -> AuthResult:
     return AuthResult(access_token=token, user=user)
 
 
-async def find_user_by_email(ctx: RequestContext, email: str) -> User | None:
-    async with ctx.services.db.read() as session:
-        result = await session.execute(select(User).where(func.lower(col(User.email)) == email))
-        return result.scalar_one_or_none()
+async def find_user_by_email(ctx: RequestContext, email: str) -> tuple[UserRow, str] | None:
+    """The user with this normalised email, and its password hash."""
+    async with ctx.services.db.connect() as conn:
+        return await queries.user_by_email(conn, email)
 
 
 async def create_user(
     ctx: RequestContext, email: str, password: str, role: Role = Role.USER
-) -> User:
+) -> UserRow:
     errors = FieldErrors()
     email = normalise_email(email, errors)
     check_password(password, errors)
     errors.raise_if_any()
+    # Checked first so that a taken email costs no bcrypt round; the insert still decides.
     if await find_user_by_email(ctx, email) is not None:
         raise EmailTaken()
     password_hash = await hash_password(password, rounds=ctx.settings.bcrypt_rounds)
-    user = User(email=email, password_hash=password_hash, role=role.value)
-    try:
-        async with ctx.services.db.transaction() as session:
-            session.add(user)
-    except IntegrityError as exc:  # a racing signup with the same email won
-        raise EmailTaken() from exc
+    async with ctx.services.db.begin() as conn:
+        user = await queries.insert_user(
+            conn, email=email, password_hash=password_hash, role=role.value, now=utcnow()
+        )
+    if user is None:  # a racing signup with the same email won
+        raise EmailTaken()
     return user
 
 
@@ -122,29 +121,28 @@ async def _check_credentials(
 ) -> AuthResult:
     if not valid_email or not password:
         raise InvalidCredentials()
-    user = await find_user_by_email(ctx, email)
-    if user is None:
+    found = await find_user_by_email(ctx, email)
+    if found is None:
         await burn_password_check(password, rounds=ctx.settings.bcrypt_rounds)
         raise InvalidCredentials()
-    if not await verify_password(password, user.password_hash):
+    user, password_hash = found
+    if not await verify_password(password, password_hash):
         raise InvalidCredentials()
     return issue_token(ctx, user)
 
 
-async def promote_or_create_admin(ctx: RequestContext, email: str, password: str) -> User:
+async def promote_or_create_admin(ctx: RequestContext, email: str, password: str) -> UserRow:
     """`order-service create-admin`: a new admin, or an existing user made one."""
     errors = FieldErrors()
     email = normalise_email(email, errors)
     check_password(password, errors)
     errors.raise_if_any()
-    existing = await find_user_by_email(ctx, email)
-    if existing is None:
+    found = await find_user_by_email(ctx, email)
+    if found is None:
         return await create_user(ctx, email, password, Role.ADMIN)
-    async with ctx.services.db.transaction() as session:
-        user = await session.get(User, existing.id)
-        assert user is not None
-        user.role = Role.ADMIN.value
-        session.add(user)
+    user = found[0]
+    async with ctx.services.db.begin() as conn:
+        await queries.set_role(conn, user.id, Role.ADMIN.value)
     # Cached order answers show their owner's role: make them stale.
-    await events.after_commit(ctx.services, [], {user.id} if user.id is not None else set())
-    return user
+    await events.after_commit(ctx.services, [], {user.id})
+    return UserRow(user.id, user.email, Role.ADMIN.value, user.created_at)

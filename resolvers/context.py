@@ -14,9 +14,10 @@ from infra.metrics import Metrics
 from infra.provider import PaymentProviderClient
 from infra.security import TokenClaims, decode_access_token
 from infra.settings import Settings
+from models import queries
 from models.db import Database
+from models.rows import UserRow
 from models.state import Role
-from models.tables import User
 from resolvers.errors import Forbidden, Unauthenticated
 
 # A websocket keeps one context for hours: its user (and role) is read again this often.
@@ -24,6 +25,28 @@ USER_RECHECK_SECONDS = 30.0
 # Rechecks of one user by many contexts within this long share one read.
 USER_RECHECK_SHARED_SECONDS = 1.0
 _MAX_SHARED_RECHECKS = 10_000
+
+
+class PublishedMarks:
+    """Ids of outbox rows published on the request path and not yet marked published
+    (resolvers.events marks them in batches)."""
+
+    def __init__(self) -> None:
+        self._ids: list[int] = []
+        self._pending = asyncio.Event()
+
+    def add(self, ids: list[int]) -> None:
+        if ids:
+            self._ids.extend(ids)
+            self._pending.set()
+
+    def take(self) -> list[int]:
+        ids, self._ids = self._ids, []
+        self._pending.clear()
+        return ids
+
+    async def wait(self) -> None:
+        await self._pending.wait()
 
 
 @dataclass(eq=False)
@@ -39,8 +62,9 @@ class Services:
     # None: the built-in simulated provider (PAYMENT_PROVIDER_URL unset).
     provider: PaymentProviderClient | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    published: PublishedMarks = field(default_factory=PublishedMarks)
     # The latest recheck read per user id, with when it started (see current_user).
-    user_rechecks: dict[int, tuple[float, asyncio.Future[User | None]]] = field(
+    user_rechecks: dict[int, tuple[float, asyncio.Future[UserRow | None]]] = field(
         default_factory=dict
     )
 
@@ -54,7 +78,7 @@ class RequestContext:
     claims: TokenClaims | None = None
     connection_params: dict[str, Any] | None = None
     operation_name: str | None = None
-    _user: asyncio.Future[User | None] | None = None
+    _user: asyncio.Future[UserRow | None] | None = None
     _user_loaded_at: float = 0.0
 
     @property
@@ -74,7 +98,7 @@ class RequestContext:
             token.strip(), secret=self.settings.secret_key.get_secret_value()
         )
 
-    async def current_user(self) -> User | None:
+    async def current_user(self) -> UserRow | None:
         """The user the token names, as the database has it now (role included)."""
         # Sibling fields resolve concurrently: they share one lookup.
         if self._user is None:
@@ -84,7 +108,7 @@ class RequestContext:
             self._user_loaded_at, self._user = self._recheck()
         return await asyncio.shield(self._user)
 
-    def _recheck(self) -> tuple[float, asyncio.Future[User | None]]:
+    def _recheck(self) -> tuple[float, asyncio.Future[UserRow | None]]:
         """Read a long-lived context's user again, sharing the read with every other
         context of the same user that rechecks at about the same time: an event reaching
         10,000 subscriptions of one admin made 10,000 identical queries at once (the pool
@@ -113,19 +137,19 @@ class RequestContext:
         failed = loaded.cancelled() or loaded.exception() is not None
         return failed or time.monotonic() - self._user_loaded_at > USER_RECHECK_SECONDS
 
-    async def _load_user(self) -> User | None:
+    async def _load_user(self) -> UserRow | None:
         if self.claims is None:
             return None
-        async with self.services.db.read() as session:
-            return await session.get(User, self.claims.user_id)
+        async with self.services.db.connect() as conn:
+            return await queries.user_by_id(conn, self.claims.user_id)
 
-    async def require_user(self) -> User:
+    async def require_user(self) -> UserRow:
         user = await self.current_user()
         if user is None:
             raise Unauthenticated()
         return user
 
-    async def require_admin(self) -> User:
+    async def require_admin(self) -> UserRow:
         user = await self.require_user()
         if user.role != Role.ADMIN:
             raise Forbidden("Only an admin can do this.")

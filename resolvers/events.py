@@ -1,5 +1,10 @@
 """Status events: written to the outbox in the changing transaction, published after
-commit, and republished by a relay if publishing failed (Redis down, a crash)."""
+commit, and republished by a relay if publishing failed (Redis down, a crash).
+
+Publishing happens on the request path, right after commit; marking the rows published is
+batched (`mark_published_forever`). A row published but never marked (a crash in between)
+is published again by the relay, and subscribers drop the duplicate by (order, version).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from infra.broker import BrokerUnavailable
-from models.tables import OutboxEvent, as_utc, utcnow
+from models import queries
+from models.rows import OutboxRow
+from models.sql import Connection
+from models.tables import as_utc, utcnow
 from resolvers.context import Services
 
 log = logging.getLogger("order_service.events")
@@ -22,6 +27,10 @@ log = logging.getLogger("order_service.events")
 ORDER_STATUS_CHANNEL = "order-status"
 ORDER_STATUS_TOPIC = "order.status_changed"
 REPLAY_MARGIN = timedelta(seconds=5)
+# Rows published on the request path are marked published together, this often: one
+# UPDATE for a burst instead of a transaction per event (the relay's minimum age is far
+# longer, so it does not send them again meanwhile).
+MARK_EVERY_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +59,12 @@ def order_cache_scopes(user_ids: set[int]) -> list[str]:
     return ["orders:all", *(f"orders:user:{u}" for u in sorted(user_ids))]
 
 
-async def record(session: AsyncSession, event: StatusEvent) -> OutboxEvent:
-    row = OutboxEvent(topic=ORDER_STATUS_TOPIC, payload=event.encode().decode())
-    session.add(row)
-    await session.flush()
-    return row
+async def record(conn: Connection, event: StatusEvent) -> OutboxRow:
+    """The event's outbox row, in the caller's transaction."""
+    return await queries.insert_outbox(conn, ORDER_STATUS_TOPIC, event.encode().decode(), utcnow())
 
 
-async def after_commit(services: Services, rows: list[OutboxEvent], user_ids: set[int]) -> None:
+async def after_commit(services: Services, rows: list[OutboxRow], user_ids: set[int]) -> None:
     """Make a committed change visible: new cache generations, then the events.
 
     Failures here never undo the committed change: the relay publishes what is left.
@@ -70,20 +77,14 @@ async def after_commit(services: Services, rows: list[OutboxEvent], user_ids: se
         await publish_rows(services, rows)
 
 
-async def publish_rows(services: Services, rows: list[OutboxEvent]) -> int:
+async def publish_rows(services: Services, rows: list[OutboxRow]) -> int:
+    """Publish now; the rows are marked published by the next flush."""
     published = await _publish(services, rows)
-    if published:
-        try:
-            async with services.db.transaction() as session:
-                await _mark_published(session, published)
-        except Exception:
-            # Published but not marked: the relay sends it again and subscribers drop
-            # the duplicate by (order, version).
-            log.warning("marking %d events published failed", len(published), exc_info=True)
+    services.published.add(published)
     return len(published)
 
 
-async def _publish(services: Services, rows: list[OutboxEvent]) -> list[int]:
+async def _publish(services: Services, rows: list[OutboxRow]) -> list[int]:
     """Publish in order, stopping at the first failure; the ids of the rows published."""
     published: list[int] = []
     for row in rows:
@@ -95,25 +96,31 @@ async def _publish(services: Services, rows: list[OutboxEvent]) -> list[int]:
         except Exception:
             log.warning("publishing event %s failed; the relay will retry", row.id, exc_info=True)
             break
-        assert row.id is not None
         published.append(row.id)
     return published
 
 
-async def _mark_published(session: AsyncSession, ids: list[int]) -> None:
-    await session.execute(
-        update(OutboxEvent).where(col(OutboxEvent.id).in_(ids)).values(published_at=utcnow())
-    )
+async def flush_published(services: Services) -> int:
+    """Mark every row published since the last flush, in one statement."""
+    ids = services.published.take()
+    if not ids:
+        return 0
+    try:
+        async with services.db.begin() as conn:
+            await queries.mark_published(conn, ids, utcnow())
+    except Exception:
+        # Published but not marked: the relay sends them again and subscribers drop
+        # the duplicates by (order, version).
+        log.warning("marking %d events published failed", len(ids), exc_info=True)
+    return len(ids)
 
 
-def _unpublished(cutoff: datetime, batch: int) -> Select[OutboxEvent]:
-    return (
-        select(OutboxEvent)
-        .where(col(OutboxEvent.published_at).is_(None))
-        .where(col(OutboxEvent.created_at) <= cutoff)
-        .order_by(col(OutboxEvent.id))
-        .limit(batch)
-    )
+async def mark_published_forever(services: Services) -> None:
+    marks = services.published
+    while True:
+        await marks.wait()
+        await asyncio.sleep(MARK_EVERY_SECONDS)
+        await flush_published(services)
 
 
 async def relay_once(services: Services, *, min_age: timedelta, batch: int = 500) -> int:
@@ -125,16 +132,22 @@ async def relay_once(services: Services, *, min_age: timedelta, batch: int = 500
     then marks; a row published twice is dropped by subscribers as a duplicate.
     """
     cutoff = utcnow() - min_age
-    if services.db.is_sqlite:
-        async with services.db.read() as session:
-            rows = list((await session.execute(_unpublished(cutoff, batch))).scalars())
-        return await publish_rows(services, rows) if rows else 0
-    async with services.db.transaction() as session:
-        claim = _unpublished(cutoff, batch).with_for_update(skip_locked=True)
-        rows = list((await session.execute(claim)).scalars())
+    # What this process published itself is marked first, so it is not sent again.
+    await flush_published(services)
+    db = services.db
+    if db.is_sqlite:
+        async with db.connect() as conn:
+            rows = await queries.unpublished(conn, cutoff, batch)
         published = await _publish(services, rows) if rows else []
         if published:
-            await _mark_published(session, published)
+            async with db.begin() as conn:
+                await queries.mark_published(conn, published, utcnow())
+        return len(published)
+    async with db.begin() as conn:
+        rows = await queries.unpublished(conn, cutoff, batch, claim=True)
+        published = await _publish(services, rows) if rows else []
+        if published:
+            await queries.mark_published(conn, published, utcnow())
     return len(published)
 
 
@@ -146,12 +159,9 @@ async def replay_since(
     broker could not reach them. Subscribers drop what they already had by (order,
     version); one that subscribed since may get a change from just before it did."""
     since -= margin
-    async with services.db.read() as session:
-        # The newest rows by primary key, filtered here: created_at has no index.
-        result = await session.execute(
-            select(OutboxEvent).order_by(col(OutboxEvent.id).desc()).limit(limit)
-        )
-        rows = [r for r in result.scalars() if as_utc(r.created_at) >= since]
+    async with services.db.connect() as conn:
+        newest = await queries.newest_outbox(conn, limit)
+    rows = [r for r in newest if as_utc(r.created_at) >= since]
     if len(rows) == limit:
         log.warning("replaying only the last %d events after the broker came back", limit)
     for i, row in enumerate(reversed(rows), start=1):
@@ -163,20 +173,10 @@ async def replay_since(
 
 async def prune_published(services: Services, *, older_than: timedelta) -> int:
     """Forget events published long ago: the outbox is not an event store."""
-    async with services.db.transaction() as session:
-        result = await session.execute(
-            delete(OutboxEvent)
-            .where(col(OutboxEvent.published_at).is_not(None))
-            .where(col(OutboxEvent.published_at) < utcnow() - older_than)
-        )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    async with services.db.begin() as conn:
+        return await queries.prune_outbox(conn, utcnow() - older_than)
 
 
 async def backlog(services: Services) -> int:
-    async with services.db.read() as session:
-        result = await session.execute(
-            select(func.count())
-            .select_from(OutboxEvent)
-            .where(col(OutboxEvent.published_at).is_(None))
-        )
-        return int(result.scalar_one())
+    async with services.db.connect() as conn:
+        return await queries.outbox_backlog(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -9,13 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import ColumnElement, exists, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
-from models.dialect import insert_ignoring_conflict
+from models import queries
+from models.rows import LineRow, OrderRow, PaymentRow, UserRow
+from models.sql import Connection
 from models.state import OrderStatus, Role, allowed_next, can_move
-from models.tables import Order, OrderLine, Payment, Product, User, utcnow
+from models.tables import utcnow
 from resolvers import events
 from resolvers.context import RequestContext, Services
 from resolvers.errors import (
@@ -56,10 +56,10 @@ class Include:
 
 @dataclass(slots=True)
 class OrderView:
-    order: Order
-    lines: list[OrderLine] = field(default_factory=list)
-    user: User | None = None
-    payment: Payment | None = None
+    order: OrderRow
+    lines: list[LineRow] = field(default_factory=list)
+    user: UserRow | None = None
+    payment: PaymentRow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,81 +115,71 @@ def fingerprint(items: Sequence[ItemInput]) -> str:
     return hashlib.sha256(orjson.dumps(normalised)).hexdigest()
 
 
-async def _find_by_token(session: AsyncSession, user_id: int, token: str) -> Order | None:
-    result = await session.execute(
-        select(Order).where(col(Order.user_id) == user_id, col(Order.client_token) == token)
-    )
-    return result.scalar_one_or_none()
-
-
-def _same_or_reused(existing: Order, items_fingerprint: str) -> Order:
+def _same_or_reused(existing: OrderRow, items_fingerprint: str) -> OrderRow:
     if existing.items_fingerprint != items_fingerprint:
         raise IdempotencyKeyReused()
     return existing
 
 
 async def create_order(
-    ctx: RequestContext, items: Sequence[ItemInput], client_token: str
+    ctx: RequestContext,
+    items: Sequence[ItemInput],
+    client_token: str,
+    include: Include = Include(),
 ) -> OrderView:
+    """A new PENDING order, or the one this user made before with the same token.
+
+    The insert decides: `INSERT ... ON CONFLICT DO NOTHING` on (user, token) makes racing
+    repeats wait for the first and then find its order, so the database settles races.
+    A repeat spends no rate-limit budget; only a new order does.
+    """
     user = await ctx.require_user()
-    assert user.id is not None
     normalised = _validate_items(items, client_token)
     items_fingerprint = fingerprint(normalised)
     services = ctx.services
-
-    # A repeat is answered without touching the rate limit: retrying costs nothing.
-    async with services.db.read() as session:
-        existing = await _find_by_token(session, user.id, client_token)
-    if existing is not None:
-        return await load_view(services, _same_or_reused(existing, items_fingerprint))
-
-    created = False
-    lines: list[OrderLine] = []
-    async with services.db.transaction() as session:
-        prices = await _prices(session, items)
+    async with services.db.begin() as conn:
+        prices = await _prices(conn, items)
         amount_cents = sum(prices[i.sku] * i.qty for i in normalised)
         if amount_cents > MAX_AMOUNT_CENTS:
             errors = FieldErrors()
             errors.add("items", f"the order's total must be at most {MAX_AMOUNT_CENTS} cents")
             errors.raise_if_any()
         now = utcnow()
-        values = {
-            "user_id": user.id,
-            "status": OrderStatus.PENDING.value,
-            "version": 1,
-            "client_token": client_token,
-            "items_fingerprint": items_fingerprint,
-            "amount_cents": amount_cents,
-            "created_at": now,
-            "updated_at": now,
-        }
-        stmt = insert_ignoring_conflict(
-            session, Order, values, ["user_id", "client_token"]
-        ).returning(Order.id)
-        order_id = (await session.execute(stmt)).scalar_one_or_none()
+        order_id = await queries.insert_order(
+            conn,
+            user_id=user.id,
+            status=OrderStatus.PENDING.value,
+            client_token=client_token,
+            items_fingerprint=items_fingerprint,
+            amount_cents=amount_cents,
+            now=now,
+        )
         if order_id is None:
-            # A racing request with the same token committed first: answer with its order.
-            winner = await _find_by_token(session, user.id, client_token)
+            # Made before, or by a racing request that committed first: answer with it.
+            winner = await queries.order_by_token(conn, user.id, client_token)
             assert winner is not None
             order = _same_or_reused(winner, items_fingerprint)
-        else:
-            # Only a new order spends the budget; refusing here rolls the insert back, and
-            # racing repeats of this token wait for this transaction instead of spending.
-            await _spend_order_budget(ctx, user.id)
-            created = True
-            order = Order.model_validate({"id": order_id, **values})
-            lines = [
-                OrderLine(order_id=order_id, sku=i.sku, qty=i.qty, unit_price_cents=prices[i.sku])
-                for i in normalised
-            ]
-            session.add_all(lines)
-    if created:
-        services.metrics.orders_created.inc()
-        await events.after_commit(services, [], {user.id})
-        # A new order's view is all in hand (its lines, its owner, no payment yet): reading
-        # it back cost a session and three statements per createOrder.
-        return OrderView(order=order, lines=lines, user=user)
-    return await load_view(services, order)
+            return (await load_details(conn, [order], include, known_users=[user]))[0]
+        # Refusing here rolls the insert back; racing repeats of this token wait for
+        # this transaction instead of spending.
+        await _spend_order_budget(ctx, user.id)
+        lines = [LineRow(None, order_id, i.sku, i.qty, prices[i.sku]) for i in normalised]
+        await queries.insert_lines(conn, order_id, lines)
+    services.metrics.orders_created.inc()
+    await events.after_commit(services, [], {user.id})
+    order = OrderRow(
+        order_id,
+        user.id,
+        OrderStatus.PENDING.value,
+        1,
+        client_token,
+        items_fingerprint,
+        amount_cents,
+        now,
+        now,
+    )
+    # A new order's view is all in hand: its lines, its owner, no payment yet.
+    return OrderView(order=order, lines=lines, user=user)
 
 
 async def _spend_order_budget(ctx: RequestContext, user_id: int) -> None:
@@ -202,13 +192,10 @@ async def _spend_order_budget(ctx: RequestContext, user_id: int) -> None:
         raise RateLimited(retry_after, "Too many orders.")
 
 
-async def _prices(session: AsyncSession, items: Sequence[ItemInput]) -> dict[str, int]:
+async def _prices(conn: Connection, items: Sequence[ItemInput]) -> dict[str, int]:
     """Current prices of the items' SKUs; an unknown SKU is named by the client's index."""
     skus = [i.sku.strip() for i in items]
-    result = await session.execute(
-        select(col(Product.sku), col(Product.price_cents)).where(col(Product.sku).in_(skus))
-    )
-    prices: dict[str, int] = {sku: price for sku, price in result.all()}
+    prices = await queries.prices(conn, skus)
     errors = FieldErrors()
     for i, sku in enumerate(skus):
         if sku not in prices:
@@ -217,17 +204,19 @@ async def _prices(session: AsyncSession, items: Sequence[ItemInput]) -> dict[str
     return prices
 
 
-async def load_view(services: Services, order: Order, include: Include = Include()) -> OrderView:
-    async with services.db.read() as session:
-        return (await load_details(session, [order], include))[0]
+async def load_view(services: Services, order: OrderRow, include: Include = Include()) -> OrderView:
+    if not (include.lines or include.user or include.payment):
+        return OrderView(order=order)
+    async with services.db.connect() as conn:
+        return (await load_details(conn, [order], include))[0]
 
 
 async def load_details(
-    session: AsyncSession,
-    orders: Sequence[Order],
+    conn: Connection,
+    orders: Sequence[OrderRow],
     include: Include,
     *,
-    known_users: Sequence[User] = (),
+    known_users: Sequence[UserRow] = (),
 ) -> list[OrderView]:
     """Children of a whole page in one statement per kind, never one per order.
     Owners among `known_users` (the caller, just read) are not read again."""
@@ -237,28 +226,17 @@ async def load_details(
     by_id = {v.order.id: v for v in views}
     ids = list(by_id)
     if include.lines:
-        result = await session.execute(
-            select(OrderLine)
-            .where(col(OrderLine.order_id).in_(ids))
-            .order_by(col(OrderLine.order_id), col(OrderLine.id))
-        )
-        for line in result.scalars():
+        for line in await queries.lines_of(conn, ids):
             by_id[line.order_id].lines.append(line)
     if include.user:
         users = {u.id: u for u in known_users}
-        user_ids = {v.order.user_id for v in views} - users.keys()
-        if user_ids:
-            user_rows = await session.execute(select(User).where(col(User.id).in_(user_ids)))
-            users.update((u.id, u) for u in user_rows.scalars())
+        missing = {v.order.user_id for v in views} - users.keys()
+        if missing:
+            users.update((u.id, u) for u in await queries.users_by_ids(conn, sorted(missing)))
         for v in views:
             v.user = users.get(v.order.user_id)
     if include.payment:
-        payment_rows = await session.execute(
-            select(Payment)
-            .where(col(Payment.order_id).in_(ids))
-            .order_by(col(Payment.order_id), col(Payment.created_at))
-        )
-        for payment in payment_rows.scalars():
+        for payment in await queries.payments_of(conn, ids):
             by_id[payment.order_id].payment = payment  # the last one wins: the latest
     return views
 
@@ -266,11 +244,11 @@ async def load_details(
 async def get_order(ctx: RequestContext, raw_id: str, include: Include = Include()) -> OrderView:
     user = await ctx.require_user()
     order_id = parse_order_id(raw_id)
-    async with ctx.services.db.read() as session:
-        order = await session.get(Order, order_id)
+    async with ctx.services.db.connect() as conn:
+        order = await queries.order_by_id(conn, order_id)
         if order is None or (user.role != Role.ADMIN and order.user_id != user.id):
             raise NotFound("Order not found.")
-        return (await load_details(session, [order], include, known_users=[user]))[0]
+        return (await load_details(conn, [order], include, known_users=[user]))[0]
 
 
 def _like_pattern(q: str) -> str:
@@ -298,99 +276,78 @@ async def list_orders(
     errors.raise_if_any()
 
     is_admin = user.role == Role.ADMIN
-    conditions: list[ColumnElement[bool]] = []
-    if not is_admin:
-        conditions.append(col(Order.user_id) == user.id)
-    if status is not None:
-        conditions.append(col(Order.status) == status.value)
     q = (q or "").strip()
-    if q:
-        pattern = _like_pattern(q)
-        matches: list[ColumnElement[bool]] = [
-            exists().where(
-                col(OrderLine.order_id) == col(Order.id),
-                func.lower(col(OrderLine.sku)).like(pattern, escape="\\"),
-            )
-        ]
-        order_id = as_order_id(q.removeprefix("#"))
-        if order_id is not None:
-            matches.append(col(Order.id) == order_id)
-        if is_admin:
-            matches.append(
-                col(Order.user_id).in_(
-                    select(col(User.id)).where(
-                        func.lower(col(User.email)).like(pattern, escape="\\")
-                    )
-                )
-            )
-        conditions.append(or_(*matches))
-
-    async with ctx.services.db.read() as session:
-        total = (
-            await session.execute(select(func.count()).select_from(Order).where(*conditions))
-        ).scalar_one()
-        result = await session.execute(
-            select(Order)
-            .where(*conditions)
-            .order_by(col(Order.created_at).desc(), col(Order.id).desc())
-            .limit(limit)
-            .offset((page - 1) * limit)
+    where = queries.OrderFilter(
+        user_id=None if is_admin else user.id,
+        status=status.value if status is not None else None,
+        pattern=_like_pattern(q) if q else None,
+        order_id=as_order_id(q.removeprefix("#")) if q else None,
+        match_emails=is_admin and bool(q),
+    )
+    offset = (page - 1) * limit
+    async with ctx.services.db.connect() as conn:
+        total = await queries.count_orders(conn, where)
+        rows = (
+            await queries.order_page(conn, where, limit=limit, offset=offset)
+            if total > offset
+            else []
         )
-        views = await load_details(session, list(result.scalars()), include, known_users=[user])
-    return OrderPage(items=views, total=int(total), page=page, limit=limit)
+        views = await load_details(conn, rows, include, known_users=[user])
+    return OrderPage(items=views, total=total, page=page, limit=limit)
 
 
 async def change_status(
-    session: AsyncSession,
+    conn: Connection,
     order_id: int,
     target: OrderStatus,
     expected_version: int,
-) -> tuple[Order, events.StatusEvent]:
-    """The one path for every status change: version check, transition rule, version
-    bump and the outbox event, all in the caller's transaction."""
-    order = await session.get(Order, order_id, populate_existing=True)
+    *,
+    current: OrderRow | None = None,
+) -> tuple[OrderRow, events.StatusEvent]:
+    """The one path for every status change: version check, transition rule and version
+    bump, in the caller's transaction (`current`: the order as the caller already read it
+    in that transaction). The caller records the returned event in the outbox."""
+    order = current or await queries.order_by_id(conn, order_id)
     if order is None:
         raise NotFound("Order not found.")
     if order.version != expected_version:
         raise VersionConflict(order.version)
-    current = OrderStatus(order.status)
-    if not can_move(current, target):
-        allowed = [s.value for s in allowed_next(current)]
+    previous = OrderStatus(order.status)
+    if not can_move(previous, target):
+        allowed = [s.value for s in allowed_next(previous)]
         raise InvalidTransition(
-            f"An order that is {current.value} cannot become {target.value}.", allowed
+            f"An order that is {previous.value} cannot become {target.value}.", allowed
         )
     now = utcnow()
-    result = await session.execute(
-        update(Order)
-        .where(col(Order.id) == order_id, col(Order.version) == expected_version)
-        .values(status=target.value, version=col(Order.version) + 1, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    if not await queries.move_order(conn, order_id, target.value, expected_version, now):
         # Someone else moved it between our read and our write.
-        fresh = await session.get(Order, order_id, populate_existing=True)
+        fresh = await queries.order_by_id(conn, order_id)
         raise VersionConflict(fresh.version if fresh else expected_version + 1)
-    # Detach before mirroring the UPDATE so the session does not write it a second time.
-    session.expunge(order)
-    order.status, order.version, order.updated_at = target.value, expected_version + 1, now
+    moved = dataclasses.replace(
+        order, status=target.value, version=expected_version + 1, updated_at=now
+    )
     event = events.StatusEvent(
         order_id=order_id,
         user_id=order.user_id,
         status=target.value,
-        previous_status=current.value,
-        version=order.version,
+        previous_status=previous.value,
+        version=moved.version,
         changed_at=now,
     )
-    return order, event
+    return moved, event
 
 
 async def update_order_status(
-    ctx: RequestContext, raw_id: str, target: OrderStatus, version: int
+    ctx: RequestContext,
+    raw_id: str,
+    target: OrderStatus,
+    version: int,
+    include: Include = Include(),
 ) -> OrderView:
     await ctx.require_admin()
     order_id = parse_order_id(raw_id)
-    async with ctx.services.db.transaction() as session:
-        order, event = await change_status(session, order_id, target, version)
-        row = await events.record(session, event)
+    async with ctx.services.db.begin() as conn:
+        order, event = await change_status(conn, order_id, target, version)
+        row = await events.record(conn, event)
     await events.after_commit(ctx.services, [row], {order.user_id})
-    return await load_view(ctx.services, order)
+    return await load_view(ctx.services, order, include)

@@ -11,21 +11,17 @@ a racing duplicate, finds the key taken and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from infra.provider import PaymentRequest, ProviderFailed, ProviderPayment
-from models.dialect import insert_ignoring_conflict
+from models import queries
+from models.rows import OrderRow, OutboxRow, PaymentRow
 from models.state import OrderStatus, PaymentStatus, Role, allowed_next
-from models.tables import Order, OutboxEvent, Payment, PaymentDeadLetter, WebhookDelivery, utcnow
+from models.tables import utcnow
 from resolvers import events, orders
 from resolvers.context import RequestContext, Services
 from resolvers.errors import InvalidTransition, NotFound, PaymentProviderUnavailable
@@ -36,7 +32,6 @@ CURRENCY = "USD"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 WEBHOOK_PATH = "/payments/webhook"
 SIMULATOR_PATH = "/payments/simulator"
-_PENDING_ONLY = text("status = 'PENDING'")  # the predicate of uq_payments_order_pending
 
 
 class ProviderStatus(StrEnum):
@@ -79,7 +74,7 @@ def simulator_url(base_url: str, payment_id: str) -> str:
     return f"{base_url}{SIMULATOR_PATH}/{payment_id}"
 
 
-def _require_pending(order: Order) -> None:
+def _require_pending(order: OrderRow) -> None:
     current = OrderStatus(order.status)
     if current is not OrderStatus.PENDING:
         raise InvalidTransition(
@@ -88,26 +83,16 @@ def _require_pending(order: Order) -> None:
         )
 
 
-async def _pending_payment(session: AsyncSession, order_id: int) -> Payment | None:
-    result = await session.execute(
-        select(Payment).where(
-            col(Payment.order_id) == order_id,
-            col(Payment.status) == PaymentStatus.PENDING.value,
-        )
-    )
-    return result.scalar_one_or_none()
-
-
-async def initiate_payment(ctx: RequestContext, raw_order_id: str) -> Payment:
+async def initiate_payment(ctx: RequestContext, raw_order_id: str) -> PaymentRow:
     user = await ctx.require_user()
     order_id = orders.parse_order_id(raw_order_id)
     services = ctx.services
-    async with services.db.read() as session:
-        order = await session.get(Order, order_id)
+    async with services.db.connect() as conn:
+        order = await queries.order_by_id(conn, order_id)
         if order is None or (user.role != Role.ADMIN and order.user_id != user.id):
             raise NotFound("Order not found.")
         _require_pending(order)
-        existing = await _pending_payment(session, order_id)
+        existing = await queries.pending_payment(conn, order_id)
     if existing is not None:
         return existing
 
@@ -125,48 +110,32 @@ async def initiate_payment(ctx: RequestContext, raw_order_id: str) -> Payment:
         base_url,
     )
 
-    async with services.db.transaction() as session:
+    async with services.db.begin() as conn:
         # The order may have moved while the provider was asked.
-        locked = await _lock_order(session, order_id)
+        locked = await queries.order_by_id(conn, order_id, lock=True)
         if locked is None:
             raise NotFound("Order not found.")
         _require_pending(locked)
         now = utcnow()
-        values = {
-            "id": payment_id,
-            "order_id": order_id,
-            "amount_cents": locked.amount_cents,
-            "status": PaymentStatus.PENDING.value,
-            "redirect_url": accepted.redirect_url,
-            "provider_reference": accepted.reference,
-            "needs_refund": False,
-            "created_at": now,
-            "updated_at": now,
-        }
-        inserted = (
-            await session.execute(_insert_pending_payment(session, values))
-        ).scalar_one_or_none()
-        if inserted is None:
+        payment = PaymentRow(
+            id=payment_id,
+            order_id=order_id,
+            amount_cents=locked.amount_cents,
+            status=PaymentStatus.PENDING.value,
+            redirect_url=accepted.redirect_url,
+            provider_reference=accepted.reference,
+            needs_refund=False,
+            created_at=now,
+            updated_at=now,
+        )
+        if not await queries.insert_pending_payment(conn, payment):
             # A racing call for this order committed its payment first: that one stands.
-            winner = await _pending_payment(session, order_id)
+            winner = await queries.pending_payment(conn, order_id)
             assert winner is not None
             log.info("payment %s lost a race to %s for order %s", payment_id, winner.id, order_id)
             return winner
-        payment = Payment.model_validate(values)
     await events.after_commit(services, [], {locked.user_id})  # order.payment changed
     return payment
-
-
-def _insert_pending_payment(session: AsyncSession, values: dict[str, Any]) -> Any:
-    """INSERT ... ON CONFLICT (order_id) WHERE status = 'PENDING' DO NOTHING."""
-    name = session.bind.dialect.name if session.bind is not None else "postgresql"
-    insert = postgresql.insert if name == "postgresql" else sqlite.insert
-    return (
-        insert(Payment)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["order_id"], index_where=_PENDING_ONLY)
-        .returning(col(Payment.id))
-    )
 
 
 async def _ask_provider(
@@ -194,133 +163,114 @@ async def _dead_letter(ctx: RequestContext, request: PaymentRequest, exc: Provid
         extra={"request_id": ctx.request_id},
     )
     try:
-        async with ctx.services.db.transaction() as session:
-            session.add(
-                PaymentDeadLetter(
-                    order_id=request.order_id,
-                    payment_id=request.payment_id,
-                    attempts=exc.attempts,
-                    last_error=exc.last_error[:2000],
-                )
+        async with ctx.services.db.begin() as conn:
+            await queries.insert_dead_letter(
+                conn,
+                order_id=request.order_id,
+                payment_id=request.payment_id,
+                attempts=exc.attempts,
+                last_error=exc.last_error[:2000],
+                now=utcnow(),
             )
     except Exception:
         log.exception("recording the dead letter of payment %s failed", request.payment_id)
 
 
-async def _lock_order(session: AsyncSession, order_id: int) -> Order | None:
-    result = await session.execute(
-        select(Order)
-        .where(col(Order.id) == order_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return result.scalar_one_or_none()
-
-
-async def _lock_payment(session: AsyncSession, payment_id: str) -> Payment:
-    result = await session.execute(
-        select(Payment)
-        .where(col(Payment.id) == payment_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return result.scalar_one()
-
-
 async def apply_webhook(services: Services, event: ProviderEvent) -> WebhookOutcome:
     """Apply a verified webhook once; raises NotFound for an unknown payment or an
-    order id that is not the payment's."""
-    rows: list[OutboxEvent] = []
-    async with services.db.transaction() as session:
-        known = await session.get(Payment, event.payment_id)
-        if known is None or known.order_id != event.order_id:
+    order id that is not the payment's.
+
+    The order is locked first, then the payment, as initiatePayment and status changes
+    lock: deliveries for one payment (SUCCESS racing FAILED, or a replay racing the
+    original) take their turns, without deadlocks. The outcome is decided on the locked
+    rows, and the delivery is recorded in the inbox with it; a replay finds its key
+    taken and changes nothing.
+    """
+    if event.order_id > orders.MAX_INT32:
+        raise NotFound("Payment not found.")  # no order has such an id
+    rows: list[OutboxRow] = []
+    async with services.db.begin() as conn:
+        order = await queries.order_by_id(conn, event.order_id, lock=True)
+        payment = await queries.payment_by_id(conn, event.payment_id, lock=True)
+        if order is None or payment is None or payment.order_id != order.id:
             raise NotFound("Payment not found.")
-        inbox = insert_ignoring_conflict(
-            session,
-            WebhookDelivery,
-            {
-                "delivery_key": event.delivery_key,
-                "payment_id": event.payment_id,
-                "status": event.status.value,
-                "outcome": "received",
-                "received_at": utcnow(),
-            },
-            ["delivery_key"],
-        ).returning(col(WebhookDelivery.delivery_key))
-        if (await session.execute(inbox)).scalar_one_or_none() is None:
-            return WebhookOutcome.DUPLICATE
-        # Deliveries for one payment (SUCCESS racing FAILED) take their turns here. The
-        # order is locked first, as initiatePayment and status changes do: no deadlock.
-        order = await _lock_order(session, known.order_id)
-        assert order is not None  # payments cascade with their order
-        payment = await _lock_payment(session, event.payment_id)
-        user_id = order.user_id
         if event.status is ProviderStatus.SUCCESS:
-            outcome, status_event = await _apply_success(session, payment, order)
+            outcome, changed, warning = _success(payment, order)
         else:
-            outcome, status_event = _apply_failure(payment), None
-        if status_event is not None:
-            rows.append(await events.record(session, status_event))
-        await session.execute(
-            update(WebhookDelivery)
-            .where(col(WebhookDelivery.delivery_key) == event.delivery_key)
-            .values(outcome=outcome.value)
+            outcome, changed, warning = _failure(payment)
+        recorded = await queries.record_delivery(
+            conn,
+            delivery_key=event.delivery_key,
+            payment_id=event.payment_id,
+            status=event.status.value,
+            outcome=outcome.value,
+            now=utcnow(),
         )
-    await events.after_commit(services, rows, {user_id})
+        if not recorded:
+            return WebhookOutcome.DUPLICATE
+        if warning:
+            log.warning(warning)
+        if changed is not None:
+            await queries.set_payment(conn, changed)
+        if outcome is WebhookOutcome.PROCESSED and event.status is ProviderStatus.SUCCESS:
+            _, status_event = await orders.change_status(
+                conn, order.id, OrderStatus.PAID, order.version, current=order
+            )
+            rows.append(await events.record(conn, status_event))
+    await events.after_commit(services, rows, {order.user_id})
     return outcome
 
 
-async def _apply_success(
-    session: AsyncSession, payment: Payment, order: Order
-) -> tuple[WebhookOutcome, events.StatusEvent | None]:
+_Decision = tuple[WebhookOutcome, PaymentRow | None, str | None]
+
+
+def _success(payment: PaymentRow, order: OrderRow) -> _Decision:
+    """What a SUCCESS makes of the payment (and a warning worth logging); PROCESSED also
+    pays the PENDING order."""
     previous = PaymentStatus(payment.status)
     if previous is PaymentStatus.SUCCEEDED:
-        return WebhookOutcome.IGNORED, None
+        return WebhookOutcome.IGNORED, None, None
+    succeeded = dataclasses.replace(
+        payment, status=PaymentStatus.SUCCEEDED.value, updated_at=utcnow()
+    )
+    if OrderStatus(order.status) is not OrderStatus.PENDING:
+        warning = f"payment {payment.id} succeeded but order {order.id} is {order.status}: "
+        return (
+            WebhookOutcome.REFUND_NEEDED,
+            dataclasses.replace(succeeded, needs_refund=True),
+            warning + "needs refund",
+        )
     if previous is PaymentStatus.FAILED:
         # The provider took the money after all: honour it rather than lose it.
-        log.warning("payment %s reported SUCCESS after FAILED; applying it", payment.id)
-    payment.status = PaymentStatus.SUCCEEDED.value
-    payment.updated_at = utcnow()
-    if OrderStatus(order.status) is not OrderStatus.PENDING:
-        payment.needs_refund = True
-        log.warning(
-            "payment %s succeeded but order %s is %s: needs refund",
-            payment.id,
-            order.id,
-            order.status,
+        return (
+            WebhookOutcome.PROCESSED,
+            succeeded,
+            f"payment {payment.id} reported SUCCESS after FAILED; applying it",
         )
-        return WebhookOutcome.REFUND_NEEDED, None
-    assert order.id is not None
-    _, status_event = await orders.change_status(session, order.id, OrderStatus.PAID, order.version)
-    return WebhookOutcome.PROCESSED, status_event
+    return WebhookOutcome.PROCESSED, succeeded, None
 
 
-def _apply_failure(payment: Payment) -> WebhookOutcome:
+def _failure(payment: PaymentRow) -> _Decision:
     if PaymentStatus(payment.status) is not PaymentStatus.PENDING:
         # Never un-pay: a FAILED after SUCCESS is recorded in the inbox and goes no further.
-        log.warning("payment %s reported FAILED while %s; ignored", payment.id, payment.status)
-        return WebhookOutcome.IGNORED
-    payment.status = PaymentStatus.FAILED.value
-    payment.updated_at = utcnow()
-    return WebhookOutcome.PROCESSED
+        warning = f"payment {payment.id} reported FAILED while {payment.status}; ignored"
+        return WebhookOutcome.IGNORED, None, warning
+    failed = dataclasses.replace(payment, status=PaymentStatus.FAILED.value, updated_at=utcnow())
+    return WebhookOutcome.PROCESSED, failed, None
 
 
-async def find_payment(services: Services, payment_id: str) -> tuple[Payment, Order] | None:
+async def find_payment(services: Services, payment_id: str) -> tuple[PaymentRow, OrderRow] | None:
     """A payment and its order, for the simulated provider's page."""
-    async with services.db.read() as session:
-        payment = await session.get(Payment, payment_id)
+    async with services.db.connect() as conn:
+        payment = await queries.payment_by_id(conn, payment_id)
         if payment is None:
             return None
-        order = await session.get(Order, payment.order_id)
+        order = await queries.order_by_id(conn, payment.order_id)
         return (payment, order) if order is not None else None
 
 
-async def latest_payment(services: Services, order_id: int) -> Payment | None:
-    async with services.db.read() as session:
-        result = await session.execute(
-            select(Payment)
-            .where(col(Payment.order_id) == order_id)
-            .order_by(col(Payment.created_at).desc())
-            .limit(1)
-        )
-        return result.scalar_one_or_none()
+async def latest_payment(services: Services, order_id: int) -> PaymentRow | None:
+    if not 0 < order_id <= orders.MAX_INT32:
+        return None
+    async with services.db.connect() as conn:
+        return await queries.latest_payment(conn, order_id)

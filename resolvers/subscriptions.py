@@ -7,8 +7,9 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator
 
 from infra.broker import SubscriberTooSlow
+from models import queries
+from models.rows import UserRow
 from models.state import Role
-from models.tables import Order, User
 from resolvers.context import RequestContext
 from resolvers.errors import DomainError, NotFound, Unauthenticated
 from resolvers.events import ORDER_STATUS_CHANNEL, StatusEvent
@@ -59,7 +60,7 @@ class _SentVersions:
         return True
 
 
-def may_see(user: User, event: StatusEvent) -> bool:
+def may_see(user: UserRow, event: StatusEvent) -> bool:
     return user.role == Role.ADMIN or event.user_id == user.id
 
 
@@ -104,10 +105,10 @@ async def order_status_events(
         services.metrics.active_subscriptions.dec()
 
 
-async def _visible_order(ctx: RequestContext, user: User, raw_id: str) -> int:
+async def _visible_order(ctx: RequestContext, user: UserRow, raw_id: str) -> int:
     order_id = parse_order_id(raw_id)
-    async with ctx.services.db.read() as session:
-        order = await session.get(Order, order_id)
+    async with ctx.services.db.connect() as conn:
+        order = await queries.order_by_id(conn, order_id)
     if order is None or not (user.role == Role.ADMIN or order.user_id == user.id):
         raise NotFound("Order not found.")
     return order_id

@@ -16,6 +16,7 @@ from schema.inputs import (
     SignupInput,
     UpdateOrderStatusInput,
 )
+from schema.selection import order_include
 from schema.types import AuthPayload, Order, Payment, Product, User
 
 Ctx = Info[RequestContext, None]
@@ -46,13 +47,19 @@ class Mutation:
     )
     async def create_order(self, info: Ctx, input: CreateOrderInput) -> Order:
         items = [orders.ItemInput(sku=i.sku, qty=i.qty) for i in input.items]
-        view = await orders.create_order(info.context, items, input.client_token)
+        view = await orders.create_order(
+            info.context, items, input.client_token, order_include(info)
+        )
         return Order.of(view)
 
     @strawberry.mutation(description="Move an order to a new status (ADMIN only).")
     async def update_order_status(self, info: Ctx, input: UpdateOrderStatusInput) -> Order:
         view = await orders.update_order_status(
-            info.context, input.id, state.OrderStatus(input.status), input.version
+            info.context,
+            input.id,
+            state.OrderStatus(input.status),
+            input.version,
+            order_include(info),
         )
         return Order.of(view)
 

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import strawberry
 
+from models import rows as m
 from models import state
-from models import tables as m
 from models.tables import as_utc
 from resolvers.events import StatusEvent
 from resolvers.orders import OrderPage as OrderPageResult
@@ -29,7 +29,7 @@ class User:
     created_at: datetime
 
     @classmethod
-    def of(cls, user: m.User) -> User:
+    def of(cls, user: m.UserRow) -> User:
         return cls(
             id=strawberry.ID(str(user.id)),
             email=user.email,
@@ -45,7 +45,7 @@ class Product:
     price_cents: int
 
     @classmethod
-    def of(cls, product: m.Product) -> Product:
+    def of(cls, product: m.ProductRow) -> Product:
         return cls(sku=product.sku, name=product.name, price_cents=product.price_cents)
 
 
@@ -57,7 +57,7 @@ class OrderItem:
     line_total_cents: int
 
     @classmethod
-    def of(cls, line: m.OrderLine) -> OrderItem:
+    def of(cls, line: m.LineRow) -> OrderItem:
         return cls(
             sku=line.sku,
             qty=line.qty,
@@ -75,7 +75,7 @@ class Payment:
     redirect_url: str
 
     @classmethod
-    def of(cls, payment: m.Payment) -> Payment:
+    def of(cls, payment: m.PaymentRow) -> Payment:
         return cls(
             id=strawberry.ID(payment.id),
             order_id=strawberry.ID(str(payment.order_id)),

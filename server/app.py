@@ -158,7 +158,8 @@ def create_app(settings: Settings) -> Starlette:
             services.broker.on_reconnect = functools.partial(events.replay_since, services)
         await services.broker.start()
         relay = asyncio.create_task(_relay_forever(services), name="outbox-relay")
-        background = [relay]
+        marks = asyncio.create_task(events.mark_published_forever(services), name="outbox-marks")
+        background = [relay, marks]
         if settings.redis_url:
             background.append(asyncio.create_task(_watch_redis(services), name="redis-watch"))
         try:
@@ -168,6 +169,7 @@ def create_app(settings: Settings) -> Starlette:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await events.flush_published(services)
             await services.broker.stop()
             if services.provider is not None:
                 await services.provider.aclose()

@@ -11,8 +11,9 @@ from typing import TypeVar
 from infra.logs import configure_logging
 from infra.metrics import Metrics
 from infra.settings import Settings, SettingsError, load_settings
+from models.db import DATABASE_ERRORS
 from models.migrate import upgrade_to_head
-from models.tables import Payment
+from models.rows import PaymentRow
 from resolvers import accounts
 from resolvers.context import RequestContext, Services
 from resolvers.errors import DomainError
@@ -111,7 +112,6 @@ def cmd_export_schema(_: argparse.Namespace) -> None:
 
 def cmd_simulate_payment(args: argparse.Namespace) -> None:
     import httpx
-    from sqlalchemy.exc import SQLAlchemyError
 
     from resolvers import payments
     from webhooks.delivery import signed_delivery
@@ -124,12 +124,12 @@ def cmd_simulate_payment(args: argparse.Namespace) -> None:
     if not settings.webhook_secrets:
         sys.exit("order-service: WEBHOOK_SECRET is empty: there is nothing to sign with")
 
-    async def work(services: Services) -> Payment | None:
+    async def work(services: Services) -> PaymentRow | None:
         return await payments.latest_payment(services, order_id)
 
     try:
         payment = _with_services(settings, work)
-    except (SQLAlchemyError, OSError) as exc:
+    except DATABASE_ERRORS as exc:
         sys.exit(f"order-service: cannot read the payments in DATABASE_URL ({type(exc).__name__})")
     if payment is None:
         sys.exit(f"order-service: order {order_id} has no payment; start one with initiatePayment")

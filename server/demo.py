@@ -67,14 +67,11 @@ async def seed_demo(services: Services) -> list[tuple[str, str, str]]:
             view = await orders.create_order(ctx, items, f"demo-{email.split('@')[0]}-{n}")
             if view.order.version != 1:
                 continue  # already moved in an earlier run
-            assert view.order.id is not None
             version = 1
             for target in _PATHS[n % len(_PATHS)]:
-                async with services.db.transaction() as session:
-                    order, event = await orders.change_status(
-                        session, view.order.id, target, version
-                    )
-                    row = await events.record(session, event)
+                async with services.db.begin() as conn:
+                    order, event = await orders.change_status(conn, view.order.id, target, version)
+                    row = await events.record(conn, event)
                 await events.after_commit(services, [row], {order.user_id})
                 version += 1
     return [(e, p, r) for e, p, r in DEMO_USERS]

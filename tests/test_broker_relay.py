@@ -45,7 +45,7 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
 
 async def _record(services: Services, count: int) -> list[bytes]:
     payloads = []
-    async with services.db.transaction() as session:
+    async with services.db.begin() as conn:
         for i in range(count):
             event = events.StatusEvent(
                 order_id=1000 + i,
@@ -55,7 +55,7 @@ async def _record(services: Services, count: int) -> list[bytes]:
                 version=2,
                 changed_at=datetime.now(UTC),
             )
-            payloads.append((await events.record(session, event)).payload.encode())
+            payloads.append((await events.record(conn, event)).payload.encode())
     return payloads
 
 

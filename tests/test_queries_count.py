@@ -2,31 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
-
 from tests.client import ORDER_FIELDS, GraphQLClient
-
-
-@contextmanager
-def counting_statements(client: GraphQLClient) -> Iterator[list[str]]:
-    statements: list[str] = []
-    engines = client.app.state.services.db.engines
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA")):
-            statements.append(statement)
-
-    for engine in engines:
-        event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        for engine in engines:
-            event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_orders_page_of_10_and_of_100_cost_the_same_statements(client_factory: Any) -> None:
@@ -41,7 +19,7 @@ async def test_orders_page_of_10_and_of_100_cost_the_same_statements(client_fact
 
     counts = {}
     for limit in (10, 100):
-        with counting_statements(client) as statements:
+        with client.app.state.services.db.recording_statements() as statements:
             data = (await client.execute(query, {"l": limit}, admin_token)).ok()
         assert len(data["orders"]["items"]) == limit
         assert all(len(o["items"]) == 2 for o in data["orders"]["items"])

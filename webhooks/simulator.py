@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from models.tables import Order, Payment
+from models.rows import OrderRow, PaymentRow
 from resolvers import payments
 from resolvers.context import Services
 from webhooks.delivery import Answer, process_delivery, signed_delivery
@@ -42,7 +42,7 @@ def _money(cents: int) -> str:
     return f"${cents // 100:,}.{cents % 100:02d} USD"
 
 
-def _actions(path: str, payment: Payment) -> str:
+def _actions(path: str, payment: PaymentRow) -> str:
     if payment.status != payments.PaymentStatus.PENDING:
         return '<p class="hint">This payment is settled; nothing more to choose.</p>'
     action = html.escape(path, quote=True)
@@ -67,7 +67,9 @@ def _result(answer: Answer | None) -> str:
     )
 
 
-def _page(request: Request, payment: Payment, order: Order, answer: Answer | None) -> Response:
+def _page(
+    request: Request, payment: PaymentRow, order: OrderRow, answer: Answer | None
+) -> Response:
     path = request.scope.get("root_path", "") + request.url.path
     body = _template().substitute(
         payment_id=html.escape(payment.id),
@@ -89,7 +91,7 @@ def _not_found(message: str = "No such payment.") -> Response:
     )
 
 
-async def _lookup(request: Request) -> tuple[Services, Payment, Order] | None:
+async def _lookup(request: Request) -> tuple[Services, PaymentRow, OrderRow] | None:
     services: Services = request.app.state.services
     if services.provider is not None:
         return None  # a real provider is configured: nobody may settle payments by hand
