@@ -15,9 +15,13 @@ Production code never imports this module.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
+import io
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -76,6 +80,17 @@ SQL_OUTBOX = (
 )
 
 
+def _dump_tasks() -> None:
+    out = io.StringIO()
+    tasks = asyncio.all_tasks()
+    out.write(f"--- {len(tasks)} asyncio tasks ---\n")
+    for task in tasks:
+        out.write(f"{task!r}\n")
+        task.print_stack(file=out)
+    sys.stderr.write(out.getvalue())
+    sys.stderr.flush()
+
+
 def _iso(value: datetime) -> str:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
@@ -100,6 +115,9 @@ def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
+        # SIGUSR2 prints every asyncio task's stack: how the harness sees where a server
+        # that does not stop is waiting (py-spy only shows the idle event loop).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
         async with inner_lifespan(a):
             if dsn.startswith("postgresql://"):
                 # As many connections as SQLAlchemy's pool keeps (its overflow aside).

@@ -293,6 +293,10 @@ def stop_process_group(
     except subprocess.TimeoutExpired:
         pass
     dumped = None
+    # The bench server prints its asyncio tasks' stacks to its log on SIGUSR2.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGUSR2)
+        time.sleep(1.0)
     if dump_to is not None and profiling.available():
         path = dump_to / f"stuck-{process.pid}.txt"
         with contextlib.suppress(Exception):

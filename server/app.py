@@ -27,6 +27,7 @@ from infra.metrics import CONTENT_TYPE_LATEST, Metrics
 from infra.provider import PaymentProviderClient
 from infra.redis_link import redis_client
 from infra.settings import Settings
+from infra.tasks import cancel_and_wait
 from models.db import Database
 from resolvers import events
 from resolvers.context import Services
@@ -166,9 +167,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             for task in background:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             await events.flush_published(services)
             await services.broker.stop()
             if services.provider is not None:
