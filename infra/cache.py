@@ -20,8 +20,12 @@ from infra.redis_link import RedisLink
 
 
 class Cache(Protocol):
-    async def stamp(self, scopes: list[str]) -> str | None:
-        """The scopes' current generations as one token; None: do not use the cache now."""
+    async def stamped_get(
+        self, scopes: list[str], prefix: str, suffix: str
+    ) -> tuple[str, bytes | None] | None:
+        """The scopes' current generations as one stamp, and the entry stored under
+        `prefix + stamp + suffix`, at once (one round trip); None: do not use the cache
+        now. An answer computed after this call is stored under the same key."""
         ...
 
     async def get(self, key: str) -> bytes | None: ...
@@ -43,8 +47,11 @@ class MemoryCache:
         self._generations: dict[str, int] = {}
         self._max_entries = max_entries
 
-    async def stamp(self, scopes: list[str]) -> str | None:
-        return ".".join(str(self._generations.get(s, 0)) for s in scopes)
+    async def stamped_get(
+        self, scopes: list[str], prefix: str, suffix: str
+    ) -> tuple[str, bytes | None] | None:
+        stamp = ".".join(str(self._generations.get(s, 0)) for s in scopes)
+        return stamp, await self.get(prefix + stamp + suffix)
 
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
@@ -74,17 +81,34 @@ class MemoryCache:
 # Generations are random tokens, not counters: a generation key that was evicted, expired
 # or lost in a Redis restart comes back as a fresh token, never as an old value that
 # entries may still be stored under. The epoch is one more such token in every stamp.
-_STAMP = """
+#
+# The stamp is each generation key's value, or (missing) the fresh token given for it in
+# ARGV, set with the TTL that follows the tokens; the script then reads the entry stored
+# under that stamp (the two ARGV after the TTL: the entry key's prefix and suffix). That
+# key is built in the script, so it is not among KEYS: fine on one Redis (what the service
+# uses), not on Redis Cluster, where the generation keys would not share a slot anyway.
+_STAMPED_GET = """
+local n = #KEYS
 local out = {}
 for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
   if not value then
     value = ARGV[i]
-    redis.call('SET', key, value, 'EX', ARGV[#ARGV])
+    redis.call('SET', key, value, 'EX', ARGV[n + 1])
   end
   out[i] = value
 end
-return out
+local stamp = table.concat(out, '.')
+return {stamp, redis.call('GET', ARGV[n + 2] .. stamp .. ARGV[n + 3])}
+"""
+
+# New generations for every key at once (atomic, like the MULTI/EXEC it replaced, in one
+# command instead of four): ARGV holds a fresh token per key, then the TTL.
+_BUMP = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i], 'EX', ARGV[#KEYS + 1])
+end
+return #KEYS
 """
 
 GENERATION_TTL_SECONDS = 24 * 3600
@@ -106,21 +130,27 @@ class RedisCache:
         self._client = client
         self._prefix = f"{prefix}cache:"
         self._epoch_key = f"{self._prefix}epoch"
-        self._script = client.register_script(_STAMP)
+        self._stamped_get = client.register_script(_STAMPED_GET)
+        self._bump = client.register_script(_BUMP)
         self.link = RedisLink("read cache")
 
-    async def stamp(self, scopes: list[str]) -> str | None:
+    async def stamped_get(
+        self, scopes: list[str], prefix: str, suffix: str
+    ) -> tuple[str, bytes | None] | None:
         if not await self._usable():
             return None
         keys = [self._epoch_key, *(f"{self._prefix}gen:{s}" for s in scopes)]
+        args: list[str | int] = [*(_token() for _ in keys), GENERATION_TTL_SECONDS]
+        args += [f"{self._prefix}entry:{prefix}", suffix]
         try:
-            values = await self._script(
-                keys=keys, args=[*(_token() for _ in keys), GENERATION_TTL_SECONDS]
-            )
+            stamp, value = await self._stamped_get(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
             return None
-        return ".".join(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+        text = stamp.decode() if isinstance(stamp, bytes) else str(stamp)
+        if value is not None and not isinstance(value, bytes):
+            value = str(value).encode()
+        return text, value
 
     async def get(self, key: str) -> bytes | None:
         if not self.link.up:
@@ -145,12 +175,9 @@ class RedisCache:
     async def bump(self, scopes: list[str]) -> None:
         # Tried even while the link is down: a bump that gets through spares the other
         # instances a stale read; one that does not is covered by the next epoch.
-        mapping = {f"{self._prefix}gen:{s}": _token() for s in scopes}
+        keys = [f"{self._prefix}gen:{s}" for s in scopes]
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                for key, token in mapping.items():
-                    pipe.set(key, token, ex=GENERATION_TTL_SECONDS)
-                await pipe.execute()
+            await self._bump(keys=keys, args=[*(_token() for _ in keys), GENERATION_TTL_SECONDS])
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
 

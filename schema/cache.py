@@ -134,13 +134,14 @@ class OperationLabels:
         return label
 
 
-async def cache_key(
+async def cached_answer(
     ctx: RequestContext,
     query: str,
     variables: dict[str, object] | None,
     operation_name: str | None,
-) -> str | None:
-    """The key of this caller's answer at the current generation; None: do not cache."""
+) -> tuple[str, bytes | None] | None:
+    """The key of this caller's answer at the current generation, and the answer stored
+    under it if there is one; None: do not cache."""
     user = await ctx.current_user()
     if user is None:
         return None
@@ -151,9 +152,11 @@ async def cache_key(
         )
     except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
         return None
-    stamp = await ctx.services.cache.stamp([scope])
-    if stamp is None:
+    prefix = f"resp:{scope}:{user.role}:"
+    suffix = ":" + hashlib.sha256(request).hexdigest()
+    found = await ctx.services.cache.stamped_get([scope], prefix, suffix)
+    if found is None:
         ctx.services.metrics.cache_requests.labels("bypass").inc()
         return None
-    digest = hashlib.sha256(request).hexdigest()
-    return f"resp:{scope}:{user.role}:{stamp}:{digest}"
+    stamp, body = found
+    return prefix + stamp + suffix, body

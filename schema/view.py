@@ -1,4 +1,9 @@
-"""The Strawberry ASGI view: builds each request's context and speaks JSON via orjson."""
+"""The Strawberry ASGI view: builds each request's context and speaks JSON via orjson.
+
+A cached answer (schema/cache.py) is served before Strawberry's request handling runs:
+on a hit the stored bytes are the whole response, so there is nothing for it to do; on a
+miss the context and the cache key found on the way are handed on, not looked up twice.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ import orjson
 from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
@@ -21,7 +27,7 @@ from strawberry.http.exceptions import NonJsonMessageReceived, WebSocketDisconne
 from strawberry.types import ExecutionResult
 
 from resolvers.context import RequestContext, Services
-from schema.cache import OperationLabels, cache_key, describe
+from schema.cache import OperationLabels, cached_answer, describe
 from schema.errors import format_error
 from schema.websocket import ConnectionRegistry, LegacyWSHandler, TransportWSHandler
 
@@ -50,14 +56,14 @@ def oversized_list(variables: object) -> str | None:
     return None
 
 
-def refusal(request_data: GraphQLRequestData) -> GraphQLError | None:
+def refusal(query: str | None, variables: object) -> GraphQLError | None:
     """Why a request is refused before it is parsed or run, if it is: too costly to do."""
-    if request_data.query is not None and len(request_data.query) > MAX_DOCUMENT_CHARS:
+    if query is not None and len(query) > MAX_DOCUMENT_CHARS:
         return GraphQLError(
             f"The document is longer than {MAX_DOCUMENT_CHARS} characters.",
             extensions={"code": "GRAPHQL_VALIDATION_FAILED"},
         )
-    if (path := oversized_list(request_data.variables)) is not None:
+    if (path := oversized_list(variables)) is not None:
         message = f"must hold at most {MAX_VARIABLE_LIST_ITEMS} items"
         return GraphQLError(
             f"Invalid input: {path}: {message}",
@@ -67,6 +73,21 @@ def refusal(request_data: GraphQLRequestData) -> GraphQLError | None:
             },
         )
     return None
+
+
+_LOOKED_UP = "cache_lookup"
+
+
+async def _lookup(
+    context: RequestContext, query: str, variables: dict[str, Any] | None, name: str | None
+) -> tuple[str, bytes | None] | None:
+    try:
+        return await cached_answer(context, query, variables, name)
+    except Exception:
+        # Looking the caller up failed (the database is down, say). Outside the operation
+        # that would be a bare 500; inside it, the same failure is reported as a coded
+        # INTERNAL_SERVER_ERROR with the request id, and logged.
+        return None
 
 
 @dataclass
@@ -133,9 +154,69 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self.connections = ConnectionRegistry()
         self._labels = OperationLabels()
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            early = await self._cached_response(request)
+            if isinstance(early, Response):
+                response = early
+            elif early is not None:
+                response = await self.run(request, context=early)
+            else:
+                response = await self.run(request)
+        except HTTPException as exc:  # as Strawberry's own __call__ answers them
+            response = PlainTextResponse(exc.reason, status_code=exc.status_code)
+        await response(scope, receive, send)
+
+    async def _cached_response(self, request: Request) -> Response | RequestContext | None:
+        """The stored answer to a cacheable order read, if there is one; else the context
+        built on the way (its caller looked up), or None when the request is not one."""
+        settings = request.app.state.settings
+        if settings.cache_ttl_seconds <= 0:
+            return None
+        content_type = (request.headers.get("content-type") or "").partition(";")[0]
+        accept = request.headers.get("accept") or ""
+        if "application/json" not in content_type.lower() or "multipart/mixed" in accept:
+            return None  # Strawberry answers what is not plain JSON (or wants a stream)
+        try:
+            data = self.decode_json(await request.body())
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("extensions") is not None:
+            return None
+        query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
+        if (
+            not isinstance(query, str)
+            or not isinstance(variables, dict | None)
+            or not isinstance(name, str | None)
+            or refusal(query, variables) is not None
+        ):
+            return None
+        op = describe(query, name, settings.query_max_tokens)
+        if op is None or not op.cacheable:
+            return None
+        context = self._new_context(request)
+        found = await _lookup(context, query, variables, name)
+        state = request.scope.setdefault("state", {})
+        if found is None or found[1] is None:
+            state[_LOOKED_UP] = found
+            return context
+        label = self._labels(op)
+        state["operation_name"] = label  # for the access log
+        state["operation_type"] = op.type
+        context.services.metrics.cache_requests.labels("hit").inc()
+        self._count(request, "ok")
+        return Response(found[1], status_code=200, media_type="application/json")
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
+        return self._new_context(request)
+
+    def _new_context(self, request: Request | WebSocket) -> RequestContext:
         state = request.scope.get("state") or {}
         services: Services = request.app.state.services
         ctx = RequestContext(
@@ -159,7 +240,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
     ) -> ExecutionResult:
         """Names the operation for logs and metrics, and answers cacheable order reads
         from the read cache (see schema/cache.py)."""
-        if (error := refusal(request_data)) is not None:
+        if (error := refusal(request_data.query, request_data.variables)) is not None:
             return ExecutionResult(data=None, errors=[error])
         op = describe(
             request_data.query, request_data.operation_name, context.settings.query_max_tokens
@@ -181,19 +262,15 @@ class GraphQLView(GraphQL[RequestContext, None]):
         ttl = context.settings.cache_ttl_seconds
         if ttl <= 0 or op is None or not op.cacheable or request_data.query is None:
             return await execute()
-        try:
-            key = await cache_key(
+        found = state.pop(_LOOKED_UP, None)
+        if found is None:
+            found = await _lookup(
                 context, request_data.query, request_data.variables, request_data.operation_name
             )
-        except Exception:
-            # Looking the caller up failed (the database is down, say). Outside the
-            # operation that would be a bare 500; inside it, the same failure is reported
-            # as a coded INTERNAL_SERVER_ERROR with the request id, and logged.
-            key = None
-        if key is None:
+        if found is None:
             return await execute()
+        key, body = found
         services = context.services
-        body = await services.cache.get(key)
         if body is not None:
             services.metrics.cache_requests.labels("hit").inc()
             return EncodedResult(data=None, errors=None, body=body)

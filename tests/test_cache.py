@@ -216,3 +216,24 @@ async def test_payments_and_webhooks_invalidate_cached_reads(pair: Pair) -> None
     for client in (one, two):
         seen = await read_order(client, user, order_id)
         assert (seen["status"], seen["payment"]["status"]) == ("PAID", "SUCCEEDED")
+
+
+async def test_a_hit_answers_the_same_bytes_and_headers_as_the_miss_that_stored_it(
+    client: GraphQLClient,
+) -> None:
+    user = await client.signup("user@example.com")
+    await new_order(client, user, "t1")
+    body = orjson.dumps({"query": ORDERS, "variables": {}})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {user}"}
+    miss = await client.http.post("/graphql", content=body, headers=headers)
+    hit = await client.http.post("/graphql", content=body, headers=headers)
+    assert await cache_counts(client) == (1, 1)
+    assert (hit.status_code, hit.content) == (miss.status_code, miss.content)
+    assert hit.headers["content-type"] == miss.headers["content-type"] == "application/json"
+    assert orjson.loads(hit.content)["data"]["orders"]["total"] == 1
+    # What is not plain JSON is Strawberry's to answer, cached or not.
+    odd = await client.http.post(
+        "/graphql", content=body, headers={**headers, "content-type": "text/plain"}
+    )
+    assert odd.status_code == 400
+    assert await cache_counts(client) == (1, 1)
