@@ -241,32 +241,75 @@ def _where(shape: tuple[bool, bool, bool, bool, bool]) -> tuple[str, int]:
     return (" WHERE " + " AND ".join(conditions)) if conditions else "", n
 
 
-@lru_cache(maxsize=64)
-def _count_statement(shape: tuple[bool, bool, bool, bool, bool]) -> Statement:
-    where, _ = _where(shape)
-    return Statement(f"SELECT count(*) FROM orders o{where}")
+@dataclass(slots=True)
+class PageRead:
+    """A page of orders with what came along in the same statement."""
+
+    total: int
+    orders: list[OrderRow]
+    lines: list[LineRow]
+    owners: list[UserRow]
 
 
-@lru_cache(maxsize=64)
-def _page_statement(shape: tuple[bool, bool, bool, bool, bool]) -> Statement:
+def _prefixed(columns: str, alias: str) -> list[str]:
+    return [f"{alias}.{c.strip()}" for c in columns.split(",")]
+
+
+@lru_cache(maxsize=128)
+def _page_read_statement(
+    shape: tuple[bool, bool, bool, bool, bool], with_lines: bool, with_owners: bool
+) -> Statement:
     where, n = _where(shape)
-    columns = ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(","))
+    order_columns = _prefixed(ORDER_COLUMNS, "o")
+    columns = ["t.total", *_prefixed(ORDER_COLUMNS, "p")]
+    joins = ""
+    if with_lines:
+        columns += _prefixed(LINE_COLUMNS, "l")
+        joins += " LEFT JOIN order_lines l ON l.order_id = p.id"
+    if with_owners:
+        columns += _prefixed(USER_COLUMNS, "u")
+        joins += " LEFT JOIN users u ON u.id = p.user_id"
+    order_by = "p.created_at DESC, p.id DESC" + (", l.id" if with_lines else "")
     return Statement(
-        f"SELECT {columns} FROM orders o{where} "
-        f"ORDER BY o.created_at DESC, o.id DESC LIMIT ${n + 1} OFFSET ${n + 2}"
+        f"SELECT {', '.join(columns)} "
+        f"FROM (SELECT count(*) AS total FROM orders o{where}) t "
+        f"LEFT JOIN (SELECT {', '.join(order_columns)} FROM orders o{where} "
+        f"ORDER BY o.created_at DESC, o.id DESC LIMIT ${n + 1} OFFSET ${n + 2}) p ON 1 = 1"
+        f"{joins} ORDER BY {order_by}"
     )
 
 
-async def count_orders(conn: Connection, where: OrderFilter) -> int:
-    return int(await conn.fetchval(_count_statement(where.shape()), *where.args()))
-
-
-async def order_page(
-    conn: Connection, where: OrderFilter, *, limit: int, offset: int
-) -> list[OrderRow]:
-    """Newest first (ties broken by id, so pages never overlap)."""
-    rows = await conn.fetch(_page_statement(where.shape()), *where.args(), limit, offset)
-    return [OrderRow.of(r) for r in rows]
+async def read_page(
+    conn: Connection,
+    where: OrderFilter,
+    *,
+    limit: int,
+    offset: int,
+    with_lines: bool,
+    with_owners: bool,
+) -> PageRead:
+    """The count, a page (newest first, ties broken by id so pages never overlap) and,
+    if asked, the page's lines and owners: one statement, one round trip, where the
+    four reads cost four."""
+    stmt = _page_read_statement(where.shape(), with_lines, with_owners)
+    rows = await conn.fetch(stmt, *where.args(), limit, offset)
+    read = PageRead(total=int(rows[0][0]) if rows else 0, orders=[], lines=[], owners=[])
+    seen_orders: set[int] = set()
+    seen_owners: set[int] = set()
+    line_at = 10
+    owner_at = line_at + (5 if with_lines else 0)
+    for row in rows:
+        if row[1] is None:  # no orders on this page: the count's row alone
+            continue
+        if row[1] not in seen_orders:
+            seen_orders.add(row[1])
+            read.orders.append(OrderRow.of(row[1:10]))
+        if with_lines and row[line_at] is not None:
+            read.lines.append(LineRow.of(row[line_at : line_at + 5]))
+        if with_owners and row[owner_at] is not None and row[owner_at] not in seen_owners:
+            seen_owners.add(row[owner_at])
+            read.owners.append(UserRow.of(row[owner_at : owner_at + 4]))
+    return read
 
 
 # -- payments and webhooks ---------------------------------------------------------------

@@ -284,16 +284,29 @@ async def list_orders(
         order_id=as_order_id(q.removeprefix("#")) if q else None,
         match_emails=is_admin and bool(q),
     )
-    offset = (page - 1) * limit
+    # A USER's orders are all the caller's own: no owner to read.
+    with_owners = include.user and is_admin
     async with ctx.services.db.connect() as conn:
-        total = await queries.count_orders(conn, where)
-        rows = (
-            await queries.order_page(conn, where, limit=limit, offset=offset)
-            if total > offset
-            else []
+        read = await queries.read_page(
+            conn,
+            where,
+            limit=limit,
+            offset=(page - 1) * limit,
+            with_lines=include.lines,
+            with_owners=with_owners,
         )
-        views = await load_details(conn, rows, include, known_users=[user])
-    return OrderPage(items=views, total=total, page=page, limit=limit)
+        views = [OrderView(order=o) for o in read.orders]
+        by_id = {v.order.id: v for v in views}
+        for line in read.lines:
+            by_id[line.order_id].lines.append(line)
+        if include.user:
+            owners = {u.id: u for u in (*read.owners, user)}
+            for v in views:
+                v.user = owners.get(v.order.user_id)
+        if include.payment and views:
+            for payment in await queries.payments_of(conn, list(by_id)):
+                by_id[payment.order_id].payment = payment  # the last one wins: the latest
+    return OrderPage(items=views, total=read.total, page=page, limit=limit)
 
 
 async def change_status(

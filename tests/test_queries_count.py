@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.client import ORDER_FIELDS, GraphQLClient
+from tests.provider_server import initiate, new_order, post_webhook
 
 
 async def test_orders_page_of_10_and_of_100_cost_the_same_statements(client_factory: Any) -> None:
@@ -25,5 +26,45 @@ async def test_orders_page_of_10_and_of_100_cost_the_same_statements(client_fact
         assert all(len(o["items"]) == 2 for o in data["orders"]["items"])
         counts[limit] = len(statements)
     assert counts[10] == counts[100]
-    # the caller, the count, the page, and one each for lines, owners and payments
-    assert counts[10] <= 6
+    # the caller; the count, the page, its lines and owners in one; the payments
+    assert counts[10] == 3
+
+
+CREATE = """
+mutation($input: CreateOrderInput!) { createOrder(input: $input) { id status version } }
+"""
+
+
+async def test_create_order_costs_four_statements_and_a_repeat_adds_none(
+    client: GraphQLClient, user_token: str
+) -> None:
+    db = client.app.state.services.db
+    variables = {"input": {"clientToken": "once", "items": [{"sku": "WIDGET-001", "qty": 2}]}}
+    with db.recording_statements() as statements:
+        first = (await client.execute(CREATE, variables, user_token)).ok()["createOrder"]
+    # the caller, the prices, the order, its lines (in one statement)
+    assert len(statements) == 4, statements
+    with db.recording_statements() as statements:
+        again = (await client.execute(CREATE, variables, user_token)).ok()["createOrder"]
+    assert again == first
+    # the caller, the prices, the insert that finds the token taken, the order it found
+    assert len(statements) == 4, statements
+
+
+async def test_a_success_webhook_costs_six_statements(
+    client: GraphQLClient, user_token: str
+) -> None:
+    order_id = await new_order(client, user_token)
+    payment = (await initiate(client, user_token, order_id)).ok()["initiatePayment"]
+    secret = bytes(client.app.state.settings.webhook_secrets[0])
+    db = client.app.state.services.db
+    event = {"payment_id": payment["id"], "order_id": order_id, "status": "SUCCESS"}
+    with db.recording_statements() as statements:
+        response = await post_webhook(client, event, secret)
+    assert response.json() == {"status": "processed"}
+    # order and payment locked, the inbox row, the payment, the order, the outbox event
+    assert len(statements) == 6, statements
+    with db.recording_statements() as statements:
+        replay = await post_webhook(client, event, secret)
+    assert replay.json() == {"status": "duplicate"}
+    assert len(statements) == 3, statements  # the two locks and the inbox row it found taken

@@ -121,22 +121,49 @@ async def test_filters_and_pages_of_orders(db: Database) -> None:
                 assert order_id is not None
                 await queries.insert_lines(conn, order_id, [LineRow(None, order_id, sku, 1, 1000)])
     async with db.connect() as conn:
+
+        async def count(where: queries.OrderFilter) -> int:
+            page = await queries.read_page(
+                conn, where, limit=1, offset=0, with_lines=False, with_owners=False
+            )
+            return page.total
+
         mine = queries.OrderFilter(user_id=alice)
-        assert await queries.count_orders(conn, mine) == 5
-        page = await queries.order_page(conn, mine, limit=2, offset=0)
-        assert [o.client_token for o in page] == ["t4", "t3"]  # newest first
-        paid = queries.OrderFilter(user_id=alice, status="PAID")
-        assert await queries.count_orders(conn, paid) == 2
-        by_sku = queries.OrderFilter(pattern="%gadget%")
-        assert await queries.count_orders(conn, by_sku) == 5
-        by_email = queries.OrderFilter(pattern="%alice%", match_emails=True)
-        assert await queries.count_orders(conn, by_email) == 5
-        first = page[0].id
-        by_id = queries.OrderFilter(pattern=f"%{first}%", order_id=first)
-        assert first in [o.id for o in await queries.order_page(conn, by_id, limit=100, offset=0)]
+        page = await queries.read_page(
+            conn, mine, limit=2, offset=0, with_lines=True, with_owners=True
+        )
+        assert page.total == 5
+        assert [o.client_token for o in page.orders] == ["t4", "t3"]  # newest first
+        assert [(li.order_id, li.sku) for li in page.lines] == [
+            (page.orders[0].id, "WIDGET-001"),
+            (page.orders[1].id, "WIDGET-001"),
+        ]
+        assert [u.email for u in page.owners] == ["alice@example.com"]
+        beyond = await queries.read_page(
+            conn, mine, limit=2, offset=10, with_lines=True, with_owners=True
+        )
+        assert (beyond.total, beyond.orders, beyond.lines, beyond.owners) == (5, [], [], [])
+        assert await count(queries.OrderFilter(user_id=alice, status="PAID")) == 2
+        assert await count(queries.OrderFilter(pattern="%gadget%")) == 5
+        assert await count(queries.OrderFilter(pattern="%alice%", match_emails=True)) == 5
+        first = page.orders[0].id
+        by_id = await queries.read_page(
+            conn,
+            queries.OrderFilter(pattern=f"%{first}%", order_id=first),
+            limit=100,
+            offset=0,
+            with_lines=False,
+            with_owners=False,
+        )
+        assert first in [o.id for o in by_id.orders]
         # LIKE's wildcards in the text searched for are escaped by the caller; here a
         # literal underscore pattern matches nothing.
-        assert await queries.count_orders(conn, queries.OrderFilter(pattern="%\\_%")) == 0
+        assert await count(queries.OrderFilter(pattern="%\\_%")) == 0
+        nobody = queries.OrderFilter(user_id=999_999)
+        empty = await queries.read_page(
+            conn, nobody, limit=10, offset=0, with_lines=True, with_owners=True
+        )
+        assert (empty.total, empty.orders) == (0, [])
 
 
 async def test_a_failed_write_transaction_leaves_nothing(db: Database) -> None:
