@@ -100,13 +100,28 @@ class RequestContext:
 
     async def current_user(self) -> UserRow | None:
         """The user the token names, as the database has it now (role included)."""
-        # Sibling fields resolve concurrently: they share one lookup.
         if self._user is None:
-            self._user = asyncio.ensure_future(self._load_user())
-            self._user_loaded_at = time.monotonic()
-        elif self._user_is_stale():
+            return await self._first_load()
+        if self._user_is_stale():
             self._user_loaded_at, self._user = self._recheck()
         return await asyncio.shield(self._user)
+
+    async def _first_load(self) -> UserRow | None:
+        """The first lookup runs in the caller's own task (a task of its own cost more
+        than the query); sibling fields resolving meanwhile wait for its answer."""
+        loaded: asyncio.Future[UserRow | None] = asyncio.get_running_loop().create_future()
+        self._user, self._user_loaded_at = loaded, time.monotonic()
+        try:
+            user = await self._load_user()
+        except asyncio.CancelledError:
+            loaded.cancel()
+            raise
+        except Exception as exc:
+            loaded.set_exception(exc)
+            loaded.exception()  # retrieved: the caller raises it; siblings may not exist
+            raise
+        loaded.set_result(user)
+        return user
 
     def _recheck(self) -> tuple[float, asyncio.Future[UserRow | None]]:
         """Read a long-lived context's user again, sharing the read with every other

@@ -8,26 +8,42 @@ resolvers return (Strawberry marks their resolvers `_is_default`).
 
 `FastExecutionContext.execute_fields` completes an object whose selected fields are all
 such attributes (leaves, lists, and nested objects of the same kind) in one tight pass,
-with the same resolvers and the same output coercion graphql-core would use. Anything it
-is not sure about (a field with a resolver of its own or arguments, an abstract type,
-an `is_type_of` check, a null where the schema says non-null, an awaitable, a value that
-does not coerce) makes it give up on that object and hand it to graphql-core unchanged,
-which then produces exactly the result and errors it always did. The fast pass has no
-side effects to undo: it only reads attributes.
+with the same output coercion graphql-core would use. A selection is compiled once per
+execution into a plan (response name, attribute getter, the field's type unwrapped), so
+that each object costs a loop over its plan rather than a schema lookup and five type
+checks a field. Anything the pass is not sure about (a field with a resolver of its own
+or arguments, an abstract type, an `is_type_of` check, a null where the schema says
+non-null, a value that does not coerce) makes it give up on that object and hand it to
+graphql-core unchanged, which then produces exactly the result and errors it always did.
+The fast pass has no side effects to undo: it only reads attributes.
+
+Documents come from the parser cache, the same objects for every request that sends the
+same text; so sub-selections and plans are remembered across requests, keyed by the
+document's nodes (held, so that their ids cannot be reused), when the operation has no
+directives (`@skip(if: $v)` makes a selection depend on the variables).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import operator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from graphql import (
+    DirectiveNode,
+    GraphQLBoolean,
     GraphQLEnumType,
+    GraphQLID,
+    GraphQLInt,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLScalarType,
+    GraphQLString,
+    Node,
+    OperationDefinitionNode,
 )
 from graphql.pyutils import Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -35,10 +51,95 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 _TYPENAME = "__typename"
 _LEAF_TYPES = (GraphQLScalarType, GraphQLEnumType)
 _NOT_LISTS = (str, bytes, dict)
+_MIN_INT, _MAX_INT = -(2**31), 2**31 - 1
+# Values these scalars pass through unchanged (graphql-core's own coercion does the same).
+_IDENTITY: dict[Any, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool}
+
+# What a plan entry's value is, once NonNull is unwrapped.
+_LEAF, _LIST, _OBJECT = 0, 1, 2
 
 
 class _NotPlain(Exception):
     """This object needs graphql-core's full treatment."""
+
+
+class _Shape:
+    """A field's (or list item's) type, unwrapped for the fast pass."""
+
+    __slots__ = ("coerce", "details", "identity", "item", "kind", "non_null", "type")
+
+    def __init__(self, return_type: GraphQLOutputType, details: Any) -> None:
+        self.non_null = isinstance(return_type, GraphQLNonNull)
+        named = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+        self.type: Any = named
+        self.details = details
+        self.item: _Shape | None = None
+        self.identity: type | None = None
+        self.coerce: Callable[[Any], Any] | None = None
+        if isinstance(named, _LEAF_TYPES):
+            self.kind = _LEAF
+            self.identity = _IDENTITY.get(named)
+            self.coerce = named.coerce_output_value
+        elif isinstance(named, GraphQLList):
+            self.kind = _LIST
+            self.item = _Shape(named.of_type, details)
+        elif isinstance(named, GraphQLObjectType) and not named.is_type_of:
+            self.kind = _OBJECT
+        else:
+            raise _NotPlain  # interfaces and unions, or an is_type_of check
+
+
+# One entry per response field: (response name, getter, shape); the getter is None for
+# __typename, whose value the shape slot then holds.
+_Plan = list[tuple[str, Callable[[Any], Any] | None, Any]]
+
+
+def _getter(field_def: Any) -> Callable[[Any], Any]:
+    """How the field's default resolver reads it: the attribute itself when Strawberry
+    would call getattr, else the resolver."""
+    definition = (field_def.extensions or {}).get("strawberry-definition")
+    resolve: Callable[[Any], Any] = field_def.resolve
+    if definition is not None and getattr(definition, "default_resolver", None) is getattr:
+        return operator.attrgetter(definition.python_name)
+    return resolve
+
+
+class _Remembered:
+    """A bounded map from a key of object ids to a value, holding the objects whose ids
+    make the key, so that none of them can be collected and its id reused."""
+
+    def __init__(self, size: int) -> None:
+        self._entries: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = OrderedDict()
+        self._size = size
+
+    def get(self, key: tuple[Any, ...], holds: tuple[Any, ...]) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or not all(a is b for a, b in zip(entry[0], holds, strict=True)):
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: tuple[Any, ...], holds: tuple[Any, ...], value: Any) -> None:
+        self._entries[key] = (holds, value)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+_MAX_REMEMBERED = 2048
+_subfields = _Remembered(_MAX_REMEMBERED)
+_plans = _Remembered(_MAX_REMEMBERED)
+_directive_free = _Remembered(_MAX_REMEMBERED)
+
+
+def _has_directives(node: Any) -> bool:
+    if isinstance(node, DirectiveNode):
+        return True
+    for key in node.keys:
+        value = getattr(node, key, None)
+        children = value if isinstance(value, tuple | list) else (value,)
+        if any(isinstance(c, Node) and _has_directives(c) for c in children):
+            return True
+    return False
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -46,6 +147,23 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         # Shared with the copies a subscription makes for each event (see collect_subfields).
         self._subfields_by_nodes: dict[tuple[Any, ...], Any] = {}
+        # Compiled plans by grouped field set (kept alive here, so ids stay unique).
+        self._plans: dict[int, tuple[Any, _Plan]] = {}
+        self._shared: bool | None = None
+
+    def _shares_across_requests(self) -> bool:
+        """Whether this operation's selections depend on its document alone."""
+        if self._shared is None:
+            operation: OperationDefinitionNode = self.operation
+            fragments = tuple(self.fragment_definitions.values())
+            holds = (operation, *fragments)
+            key = tuple(id(n) for n in holds)
+            known = _directive_free.get(key, holds)
+            if known is None:
+                known = not any(_has_directives(n) for n in holds)
+                _directive_free.put(key, holds, known)
+            self._shared = known
+        return self._shared
 
     def collect_subfields(self, return_type: GraphQLObjectType, field_details_list: Any) -> Any:
         """graphql-core memoizes sub-selections by the identity of the field list, which a
@@ -56,10 +174,17 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return super().collect_subfields(return_type, field_details_list)
         key = (return_type, *(id(d.node) for d in field_details_list))
         collected = self._subfields_by_nodes.get(key)
+        if collected is not None:
+            return collected
+        shared = self._shares_across_requests()
+        holds = (return_type, *(d.node for d in field_details_list))
+        if shared:
+            collected = _subfields.get(key, holds)
         if collected is None:
-            collected = self._subfields_by_nodes[key] = super().collect_subfields(
-                return_type, field_details_list
-            )
+            collected = super().collect_subfields(return_type, field_details_list)
+            if shared:
+                _subfields.put(key, holds, collected)
+        self._subfields_by_nodes[key] = collected
         return collected
 
     def execute_fields(
@@ -73,23 +198,38 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         middleware = self.middleware_manager
         if position_context is None and (middleware is None or not middleware.middlewares):
             try:
-                return self._plain_object(parent_type, source_value, grouped_field_set)
+                plan = self._plan(parent_type, grouped_field_set)
+                return self._run(plan, source_value)
             except Exception:  # noqa: S110 - _NotPlain, or an error graphql-core will report
                 pass
         return super().execute_fields(
             parent_type, source_value, path, grouped_field_set, position_context
         )
 
-    def _plain_object(
-        self, parent_type: GraphQLObjectType, source: Any, grouped_field_set: Any
-    ) -> dict[str, Any]:
+    def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> _Plan:
+        known = self._plans.get(id(grouped_field_set))
+        if known is not None and known[0] is grouped_field_set:
+            return known[1]
+        key = (id(parent_type), id(grouped_field_set))
+        holds = (parent_type, grouped_field_set)
+        plan = _plans.get(key, holds)
+        if plan is None:
+            plan = self._compile(parent_type, grouped_field_set)
+            # Grouped field sets outlive the request only when collect_subfields shared
+            # them; then their plans are worth keeping too.
+            if self._shared:
+                _plans.put(key, holds, plan)
+        self._plans[id(grouped_field_set)] = (grouped_field_set, plan)
+        return plan
+
+    def _compile(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> _Plan:
         get_field = self.schema.get_field
-        results: dict[str, Any] = {}
+        plan: _Plan = []
         for response_name, field_details_list in grouped_field_set.items():
             node = field_details_list[0].node
             name = node.name.value
             if name == _TYPENAME:
-                results[response_name] = parent_type.name
+                plan.append((response_name, None, parent_type.name))
                 continue
             field_def = get_field(parent_type, name)
             resolve = field_def.resolve if field_def is not None else None
@@ -100,39 +240,41 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 or node.arguments
             ):
                 raise _NotPlain
-            results[response_name] = self._plain_value(
-                field_def.type,  # type: ignore[union-attr]
-                field_details_list,
-                resolve(source),
-            )
+            shape = _Shape(field_def.type, field_details_list)  # type: ignore[union-attr]
+            plan.append((response_name, _getter(field_def), shape))
+        return plan
+
+    def _run(self, plan: _Plan, source: Any) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for response_name, get, shape in plan:
+            if get is None:
+                results[response_name] = shape
+            else:
+                results[response_name] = self._value(shape, get(source))
         return results
 
-    def _plain_value(
-        self, return_type: GraphQLOutputType, field_details_list: Any, value: Any
-    ) -> Any:
-        if isinstance(return_type, GraphQLNonNull):
-            if value is None:
+    def _value(self, shape: _Shape, value: Any) -> Any:
+        if value is None:
+            if shape.non_null:
                 raise _NotPlain  # graphql-core raises the non-null error
-            return_type = return_type.of_type
-        elif value is None:
             return None
-        if isinstance(value, Exception) or self.is_awaitable(value):
-            raise _NotPlain
-        if isinstance(return_type, _LEAF_TYPES):
-            coerced = return_type.coerce_output_value(value)
+        kind = shape.kind
+        if kind == _LEAF:
+            if shape.identity is not None and type(value) is shape.identity:
+                return value
+            if shape.type is GraphQLInt and type(value) is int and _MIN_INT <= value <= _MAX_INT:
+                return value
+            coerced = shape.coerce(value)  # type: ignore[misc]
             if coerced is None or coerced is Undefined:
                 raise _NotPlain
             return coerced
-        if isinstance(return_type, GraphQLList):
+        if kind == _LIST:
             if isinstance(value, _NOT_LISTS) or not isinstance(value, Iterable):
                 raise _NotPlain
-            item_type = return_type.of_type
-            return [self._plain_value(item_type, field_details_list, item) for item in value]
-        if isinstance(return_type, GraphQLObjectType) and not return_type.is_type_of:
-            grouped_field_set, new_defer_usages, _ = self.collect_subfields(
-                return_type, field_details_list
-            )
-            if new_defer_usages:
-                raise _NotPlain
-            return self._plain_object(return_type, value, grouped_field_set)
-        raise _NotPlain  # interfaces and unions, or an is_type_of check
+            item = shape.item
+            assert item is not None
+            return [self._value(item, v) for v in value]
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(shape.type, shape.details)
+        if new_defer_usages:
+            raise _NotPlain
+        return self._run(self._plan(shape.type, grouped_field_set), value)

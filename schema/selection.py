@@ -1,37 +1,87 @@
-"""What a query selected, so that use cases load only the children that are asked for."""
+"""What a query selected, so that use cases load only the children that are asked for.
+
+Read from the document itself (the field's nodes and the document's fragments), not from
+Strawberry's `selected_fields`, which converts the whole selection into objects of its own
+on every call. Directives are not evaluated: a field under `@skip`/`@include` counts as
+selected, which at worst loads a child that is then not returned. The answer depends on
+the document alone, so it is remembered per field node (documents are shared between
+requests by the parser cache).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    SelectionNode,
+)
 from strawberry.types import Info
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from resolvers.orders import Include
 
+_MAX_REMEMBERED = 1024
+# (ids of the field nodes, path) -> (the nodes, kept alive so their ids stay theirs, answer)
+_remembered: OrderedDict[tuple[object, ...], tuple[tuple[FieldNode, ...], Include]] = OrderedDict()
 
-def _fields(selections: Iterable[Selection]) -> Iterable[SelectedField]:
+
+def _fields(
+    selections: Iterable[SelectionNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    seen: frozenset[str] = frozenset(),
+) -> Iterable[FieldNode]:
     for sel in selections:
-        if isinstance(sel, SelectedField):
+        if isinstance(sel, FieldNode):
             yield sel
-        elif isinstance(sel, (FragmentSpread, InlineFragment)):
-            yield from _fields(sel.selections)
+        elif isinstance(sel, InlineFragmentNode):
+            yield from _fields(sel.selection_set.selections, fragments, seen)
+        elif isinstance(sel, FragmentSpreadNode):
+            name = sel.name.value
+            fragment = fragments.get(name)
+            if fragment is not None and name not in seen:  # a cycle is invalid anyway
+                yield from _fields(fragment.selection_set.selections, fragments, seen | {name})
 
 
-def _children(selections: Iterable[Selection], name: str) -> list[Selection]:
-    out: list[Selection] = []
-    for f in _fields(selections):
-        if f.name == name:
-            out.extend(f.selections)
+def _children(
+    fields: Iterable[FieldNode], name: str, fragments: Mapping[str, FragmentDefinitionNode]
+) -> list[FieldNode]:
+    out: list[FieldNode] = []
+    for field in fields:
+        if field.name.value == name and field.selection_set is not None:
+            out.extend(_fields(field.selection_set.selections, fragments))
     return out
+
+
+def _include(
+    nodes: tuple[FieldNode, ...],
+    path: tuple[str, ...],
+    fragments: Mapping[str, FragmentDefinitionNode],
+) -> Include:
+    fields: list[FieldNode] = []
+    for node in nodes:
+        if node.selection_set is not None:
+            fields.extend(_fields(node.selection_set.selections, fragments))
+    for name in path:
+        fields = _children(fields, name, fragments)
+    names = {f.name.value for f in fields}
+    return Include(lines="items" in names, user="user" in names, payment="payment" in names)
 
 
 def order_include(info: Info, *path: str) -> Include:
     """Include flags for the Order objects found at `path` below the current field."""
-    selections: list[Selection] = []
-    for f in info.selected_fields:
-        selections.extend(f.selections)
-    for name in path:
-        selections = _children(selections, name)
-    names = {f.name for f in _fields(selections)}
-    return Include(lines="items" in names, user="user" in names, payment="payment" in names)
+    raw = info._raw_info
+    nodes = tuple(raw.field_nodes)
+    key = (*(id(n) for n in nodes), *path)
+    known = _remembered.get(key)
+    if known is not None and all(a is b for a, b in zip(known[0], nodes, strict=True)):
+        _remembered.move_to_end(key)
+        return known[1]
+    include = _include(nodes, path, raw.fragments)
+    _remembered[key] = (nodes, include)
+    if len(_remembered) > _MAX_REMEMBERED:
+        _remembered.popitem(last=False)
+    return include
