@@ -5,8 +5,9 @@ mounted on the same app object, behind the same middleware, so that every baseli
 measured in the same server, process and event loop as the GraphQL path it is set beside:
 
   GET  /bench/plain          a plain Starlette JSON route (vs `{ __typename }`)
-  POST /bench/orders         the SQL of `orders(limit: N)` with lines and owner, run with
-                             asyncpg, answered with the same JSON as /graphql
+  POST /bench/orders         the statements of `orders(limit: N)` with lines and owner (the
+                             very texts of models/queries.py), run with asyncpg, answered
+                             with the same JSON as /graphql
   POST /bench/create-order   createOrder's INSERTs (order + lines) in one transaction
   POST /bench/webhook        a SUCCESS webhook's statements (inbox, payment, order, outbox)
 
@@ -36,22 +37,21 @@ from starlette.routing import Route
 from infra.logs import configure_logging
 from infra.security import decode_access_token
 from infra.settings import Settings, load_settings
+from models import queries
 from server.app import create_app
 
 # The statements production runs for `orders(limit: N) { total pages items { ... user } }`
-# for a USER (see resolvers/orders.py and RequestContext.current_user): the caller, the
-# count, the page and its lines.
-SQL_USER = "SELECT id, email, password_hash, role, created_at FROM users WHERE id = $1"
-SQL_COUNT = "SELECT count(*) FROM orders WHERE user_id = $1"
-SQL_PAGE = (
-    "SELECT id, user_id, status, version, client_token, items_fingerprint, amount_cents, "
-    "created_at, updated_at FROM orders WHERE user_id = $1 "
-    "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-)
-SQL_LINES = (
-    "SELECT id, order_id, sku, qty, unit_price_cents FROM order_lines "
-    "WHERE order_id = ANY($1::int[]) ORDER BY order_id, id"
-)
+# for a USER (see resolvers/orders.py and RequestContext.current_user): the caller, then
+# the count, the page and its lines in one statement. Taken from models/queries.py, so the
+# baseline always runs what production runs.
+SQL_USER = queries.USER_BY_ID.pg
+
+
+def _page_sql(user_id: int) -> str:
+    where = queries.OrderFilter(user_id=user_id)
+    return queries.page_statement(where, with_lines=True, with_owners=False).pg
+
+
 SQL_PRICES = "SELECT sku, price_cents FROM products WHERE sku = ANY($1::text[])"
 SQL_INSERT_ORDER = (
     "INSERT INTO orders (user_id, status, version, client_token, items_fingerprint, "
@@ -145,37 +145,36 @@ def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
             caller = await conn.fetchrow(SQL_USER, user_id)
             if caller is None:
                 return _unauthenticated()
-            total = await conn.fetchval(SQL_COUNT, user_id)
-            rows = await conn.fetch(SQL_PAGE, user_id, limit, (page - 1) * limit)
-            ids = [r["id"] for r in rows]
-            lines = await conn.fetch(SQL_LINES, ids)
-            # A USER's orders are all the caller's own: production reads no other owner.
-            owners = [caller]
-        by_order: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-        for line in lines:
-            by_order[line["order_id"]].append(
-                {
-                    "sku": line["sku"],
-                    "qty": line["qty"],
-                    "unitPriceCents": line["unit_price_cents"],
-                    "lineTotalCents": line["unit_price_cents"] * line["qty"],
+            # One row per line: the count, the order's columns (1-9), the line's (10-14).
+            rows = await conn.fetch(_page_sql(user_id), user_id, limit, (page - 1) * limit)
+        total = rows[0]["total"] if rows else 0
+        # A USER's orders are all the caller's own: production reads no other owner.
+        owner = {"id": str(caller["id"]), "email": caller["email"], "role": caller["role"]}
+        orders: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            if r[1] is None:
+                continue
+            order = orders.get(r[1])
+            if order is None:
+                order = orders[r[1]] = {
+                    "id": str(r[1]),
+                    "status": r[3],
+                    "version": r[4],
+                    "amountCents": r[7],
+                    "createdAt": _iso(r[8]),
+                    "items": [],
+                    "user": owner,
                 }
-            )
-        users = {
-            u["id"]: {"id": str(u["id"]), "email": u["email"], "role": u["role"]} for u in owners
-        }
-        items = [
-            {
-                "id": str(r["id"]),
-                "status": r["status"],
-                "version": r["version"],
-                "amountCents": r["amount_cents"],
-                "createdAt": _iso(r["created_at"]),
-                "items": by_order[r["id"]],
-                "user": users[r["user_id"]],
-            }
-            for r in rows
-        ]
+            if r[10] is not None:
+                order["items"].append(
+                    {
+                        "sku": r[12],
+                        "qty": r[13],
+                        "unitPriceCents": r[14],
+                        "lineTotalCents": r[14] * r[13],
+                    }
+                )
+        items = list(orders.values())
         pages = -(-total // limit) if total else 0
         data = {"orders": {"total": total, "page": page, "pages": pages, "items": items}}
         return Response(orjson.dumps({"data": data}), media_type="application/json")

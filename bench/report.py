@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# The issue's reference: a bare Starlette JSON route on one pinned uvicorn worker of its
+# 2-core machine. This run's plain route over this figure scales the absolute targets.
+REFERENCE_PLAIN_RPS = 12_400
 NOTES = HERE / "NOTES.md"
 BEFORE = HERE / "before.json"
 
@@ -68,14 +71,22 @@ def _configs(results: list[dict[str, Any]]) -> list[str]:
     return seen
 
 
+def machine_scale(results: list[dict[str, Any]]) -> float | None:
+    """This machine's speed against the issue's: the plain route's requests/s, pinned."""
+    _, plain = _pair(results, "1w-pinned", "overhead")
+    return plain["rps"] / REFERENCE_PLAIN_RPS if plain and plain["rps"] else None
+
+
 def targets(
     results: list[dict[str, Any]], fanout: list[dict[str, Any]]
-) -> list[tuple[str, str, str, bool | None]]:
-    """(target, measured, where, met) for every target of the issue."""
+) -> list[tuple[str, str, str, bool | None, str]]:
+    """(target, measured, where, met, the absolute goal scaled to this machine and
+    whether that is met) for every target of the issue."""
     configs = _configs(results)
     pinned = "1w-pinned"
     absolute = "2w" if "2w" in configs else pinned
-    out: list[tuple[str, str, str, bool | None]] = []
+    scale = machine_scale(results)
+    out: list[tuple[str, str, str, bool | None, str]] = []
 
     def add_ratio(key: str, goal: float) -> None:
         r = ratio(results, pinned, key)
@@ -85,18 +96,24 @@ def targets(
                 _fmt(r, 2),
                 pinned,
                 None if r is None else r >= goal,
+                "",
             )
         )
 
     def add_rps(key: str, goal: float) -> None:
         g, _ = _pair(results, absolute, key)
         v = g["rps"] if g else None
+        scaled = ""
+        if scale is not None and v is not None:
+            mark = "yes" if v >= goal * scale else "**no**"
+            scaled = f">= {goal * scale:,.0f} req/s: {mark}"
         out.append(
             (
                 f"{SHORT[key]}: >= {goal:,.0f} req/s",
                 _fmt(v),
                 absolute,
                 None if v is None else v >= goal,
+                scaled,
             )
         )
 
@@ -111,6 +128,7 @@ def targets(
             _fmt(p99, 1, " ms"),
             absolute,
             None if p99 is None else p99 <= 60,
+            "",
         )
     )
     add_ratio("reads_warm", 1.0)
@@ -127,15 +145,19 @@ def targets(
                 _fmt(big["p99_ms"], 0, " ms"),
                 "1 process",
                 big["p99_ms"] is not None and big["p99_ms"] <= 500,
+                "",
             )
         )
-        out.append((f"fan-out: 0 lost ({level})", str(big["lost"]), "1 process", big["lost"] == 0))
+        out.append(
+            (f"fan-out: 0 lost ({level})", str(big["lost"]), "1 process", big["lost"] == 0, "")
+        )
         out.append(
             (
                 f"fan-out: <= 30 KB per subscriber ({level})",
                 _fmt(big["kb_per_subscriber"], 1, " KB"),
                 "1 process",
                 big["kb_per_subscriber"] <= 30,
+                "",
             )
         )
     return out
@@ -341,18 +363,27 @@ def render(
         lines.append("")
     rows = targets(results, fanout)
     if rows:
+        scale = machine_scale(results)
+        scale_note = (
+            f"This run's plain route did {scale * REFERENCE_PLAIN_RPS:,.0f} requests/s on the "
+            f"pinned worker against the issue's {REFERENCE_PLAIN_RPS:,} on its machine: this "
+            f"machine ran at {scale:.2f} of that one, and the last column holds the absolute "
+            "goals scaled by that factor."
+            if scale is not None
+            else ""
+        )
         lines += [
             "## Targets",
             "",
             "Ratios from the pinned single worker; absolute figures from 2 workers (as the "
-            "issue asks; the 1-worker figures are in the tables above).",
+            f"issue asks; the 1-worker figures are in the tables above). {scale_note}",
             "",
-            "| target | measured | on | met |",
-            "| --- | ---: | --- | --- |",
+            "| target | measured | on | met | scaled to this machine |",
+            "| --- | ---: | --- | --- | --- |",
         ]
-        for name, value, where, met in rows:
+        for name, value, where, met, scaled in rows:
             mark = "n/a" if met is None else ("yes" if met else "**no**")
-            lines.append(f"| {name} | {value} | {where} | {mark} |")
+            lines.append(f"| {name} | {value} | {where} | {mark} | {scaled} |")
         lines.append("")
     lines += _profile_section(profiles)
     if not settings["smoke"]:
@@ -466,3 +497,50 @@ def write(
         )
     )
     return [md, png, data] if has_chart else [md, data]
+
+
+def as_before(report: dict[str, Any], description: str) -> dict[str, Any]:
+    """A run's benchmarks.json, summed up as bench/before.json (what later reports set
+    their figures beside)."""
+    results = report["results"]
+    machine = report["machine"]
+    workloads: dict[str, Any] = {}
+    for key, _ in WORKLOADS:
+        g, b = _pair(results, "1w-pinned", key)
+        if g is None or b is None:
+            continue
+        r = ratio(results, "1w-pinned", key)
+        workloads[key] = {
+            "ratio": round(r, 3) if r is not None else None,
+            "cpu_us": round(g["cpu_us_per_request"]),
+            "rps": round(g["rps"], 1),
+            "baseline_rps": round(b["rps"], 1),
+            "baseline_cpu_us": round(b["cpu_us_per_request"]),
+        }
+    keep = ("level", "p50_ms", "p99_ms", "lost", "kb_per_subscriber", "cpu_us_per_delivery")
+    return {
+        "description": description,
+        "git": machine.get("git"),
+        "load": ", ".join(f"{x:.2f}" for x in machine.get("load_before", ())),
+        "workloads": workloads,
+        "fanout": [{k: f.get(k) for k in keep} for f in report.get("fanout", [])],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Keep a run's figures as the 'before' of later reports (bench/before.json).",
+    )
+    parser.add_argument("benchmarks_json", type=Path, help="the run's benchmarks.json")
+    parser.add_argument("description", help="what the run measured, for the report")
+    args = parser.parse_args(argv)
+    before = as_before(json.loads(args.benchmarks_json.read_text()), args.description)
+    BEFORE.write_text(json.dumps(before, indent=1) + "\n")
+    print(f"wrote {BEFORE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,7 @@ from models.sql import Connection, Statement
 
 # -- users -------------------------------------------------------------------------------
 
-_USER_BY_ID = Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1")
+USER_BY_ID = Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1")
 _USERS_BY_IDS = Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1::int[])")
 
 
@@ -45,7 +45,7 @@ _SET_ROLE = Statement("UPDATE users SET role = $2 WHERE id = $1")
 
 
 async def user_by_id(conn: Connection, user_id: int) -> UserRow | None:
-    row = await conn.fetchrow(_USER_BY_ID, user_id)
+    row = await conn.fetchrow(USER_BY_ID, user_id)
     return UserRow.of(row) if row is not None else None
 
 
@@ -255,6 +255,12 @@ def _prefixed(columns: str, alias: str) -> list[str]:
     return [f"{alias}.{c.strip()}" for c in columns.split(",")]
 
 
+def page_statement(where: OrderFilter, *, with_lines: bool, with_owners: bool) -> Statement:
+    """The statement `read_page` runs for this filter (its arguments: `where.args()`,
+    then the limit and the offset)."""
+    return _page_read_statement(where.shape(), with_lines, with_owners)
+
+
 @lru_cache(maxsize=128)
 def _page_read_statement(
     shape: tuple[bool, bool, bool, bool, bool], with_lines: bool, with_owners: bool
@@ -291,7 +297,7 @@ async def read_page(
     """The count, a page (newest first, ties broken by id so pages never overlap) and,
     if asked, the page's lines and owners: one statement, one round trip, where the
     four reads cost four."""
-    stmt = _page_read_statement(where.shape(), with_lines, with_owners)
+    stmt = page_statement(where, with_lines=with_lines, with_owners=with_owners)
     rows = await conn.fetch(stmt, *where.args(), limit, offset)
     read = PageRead(total=int(rows[0][0]) if rows else 0, orders=[], lines=[], owners=[])
     seen_orders: set[int] = set()
