@@ -5,23 +5,21 @@ queue on the busy timeout instead of failing when one upgrades a read lock; read
 deferred transactions so they never wait on a writer (WAL).
 
 Two ways in. `connect()` and `begin()` hand out driver connections for the statements of
-`models.sql`: what the request paths use. On PostgreSQL they come from an asyncpg pool of
-their own, which keeps each connection's prepared statements and skips asyncpg's session
-reset on release (a round trip; these connections never change session state, and an
-open transaction is still rolled back). On SQLite they are the aiosqlite connections of
-SQLAlchemy's pool, so they carry the engine's pragmas. `read()` and `transaction()` are
-ORM sessions, for tools, migrations and tests.
+`models.sql`: what the request paths use. On PostgreSQL they come from a pool of asyncpg
+connections of their own (models/pool.py), each keeping its prepared statements. On
+SQLite they are the aiosqlite connections of SQLAlchemy's pool, so they carry the
+engine's pragmas. `read()` and `transaction()` are ORM sessions, for tools, migrations
+and tests.
 
 On PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its own
 snapshot anyway, so a BEGIN and ROLLBACK around a read would be two round trips that buy
 nothing. SQLAlchemy's connections are pinged once when they leave the pool (one round
-trip; its pool_pre_ping wraps the ping in BEGIN/ROLLBACK: three); asyncpg's pool replaces
+trip; its pool_pre_ping wraps the ping in BEGIN/ROLLBACK: three); the asyncpg pool replaces
 a connection that the server closed when it is next acquired.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +38,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from models.pool import ConnectionPool
 from models.sql import (
     Connection,
     PgConnection,
@@ -106,9 +105,11 @@ def create_engine_for(url: str, *, pool_size: int = 10, immediate: bool = False)
     return engine
 
 
-async def _keep_session(_conn: Any) -> None:
-    """asyncpg's release-time reset, less the round trip (see the module's docstring)."""
-    return None
+def _may_be_busy(exc: BaseException) -> bool:
+    """Whether a block that ended with `exc` may have left a query running on its
+    connection: cancelled or timed out (other errors come between statements, or are the
+    server's answer to one)."""
+    return not isinstance(exc, Exception) or isinstance(exc, TimeoutError)
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -123,8 +124,7 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.pool_size = pool_size
         self._listeners: list[StatementListener] = []
-        self._pg_pool: asyncpg.Pool | None = None
-        self._pg_pool_lock = asyncio.Lock()
+        self._pg_pool: ConnectionPool | None = None
         self.engine = create_engine_for(url, pool_size=pool_size)
         self.write_engine = (
             create_engine_for(url, pool_size=pool_size, immediate=True)
@@ -162,9 +162,14 @@ class Database:
                 raw = await sa_conn.get_raw_connection()
                 yield SqliteConnection(raw.driver_connection, self._listeners)
             return
-        pool = self._pg_pool or await self._open_pg_pool()
-        async with pool.acquire() as conn:
+        pool = self._pg()
+        conn = await pool.acquire()
+        try:
             yield PgConnection(conn, self._listeners)
+        except BaseException as exc:
+            pool.release(conn, broken=_may_be_busy(exc))
+            raise
+        pool.release(conn)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[Connection]:
@@ -182,22 +187,25 @@ class Database:
                     raise
                 await conn.run_script("COMMIT")
             return
-        pool = self._pg_pool or await self._open_pg_pool()
-        async with pool.acquire() as pg_conn, pg_conn.transaction():
-            yield PgConnection(pg_conn, self._listeners)
+        pool = self._pg()
+        pg_conn = await pool.acquire()
+        try:
+            async with pg_conn.transaction():
+                yield PgConnection(pg_conn, self._listeners)
+        except BaseException as exc:
+            pool.release(pg_conn, broken=_may_be_busy(exc))
+            raise
+        pool.release(pg_conn)
 
-    async def _open_pg_pool(self) -> asyncpg.Pool:
-        async with self._pg_pool_lock:
-            if self._pg_pool is None:
-                # min_size=0: nothing connects until a request needs it, and a database
-                # that is down at startup is retried by the next request.
-                self._pg_pool = await asyncpg.create_pool(
-                    asyncpg_dsn(self.url),
-                    min_size=0,
-                    max_size=self.pool_size,
-                    reset=_keep_session,
-                    server_settings={"application_name": "order-service"},
-                )
+    def _pg(self) -> ConnectionPool:
+        # Nothing connects until a request needs it: a database that is down at startup
+        # is tried again by the next request.
+        if self._pg_pool is None:
+            self._pg_pool = ConnectionPool(
+                asyncpg_dsn(self.url),
+                max_size=self.pool_size,
+                server_settings={"application_name": "order-service"},
+            )
         return self._pg_pool
 
     @contextlib.contextmanager
@@ -244,18 +252,13 @@ class Database:
             checked_out = getattr(engine.pool, "checkedout", None)
             in_use += int(checked_out()) if callable(checked_out) else 0
         if self._pg_pool is not None:
-            in_use += self._pg_pool.get_size() - self._pg_pool.get_idle_size()
+            in_use += self._pg_pool.in_use
         return in_use
 
     async def dispose(self) -> None:
         pool, self._pg_pool = self._pg_pool, None
         if pool is not None:
-            # close() waits for every connection to come back; a request stuck on a dead
-            # database would hold shutdown up for ever.
-            try:
-                await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_SECONDS)
-            except (TimeoutError, OSError):
-                pool.terminate()
+            await pool.close(give_up_after=POOL_CLOSE_TIMEOUT_SECONDS)
         for engine in self.engines:
             await engine.dispose()
 
