@@ -31,6 +31,8 @@ def main() -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
         ws_ping_interval=settings.ws_keepalive_seconds,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -1,4 +1,4 @@
-"""Event broker: fan-out of published messages to bounded per-subscriber queues.
+"""Event broker: fan-out of published messages to listeners and bounded queues.
 
 `InProcessBroker` serves the embedded default (one process). `RedisBroker` shares the
 same `Fanout`, fed by one Redis listener per process.
@@ -24,6 +24,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+from infra.tasks import cancel_and_wait
 
 log = logging.getLogger("order_service.broker")
 
@@ -78,11 +80,26 @@ class Subscription:
             yield message
 
 
+class Listener(Protocol):
+    """Takes each message of a channel as it is dispatched, with no queue in between: for
+    a consumer that serves many subscribers of its own (and counts them)."""
+
+    def receive(self, message: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
 class Fanout:
-    """Channel name -> live subscriptions, all on this process's event loop."""
+    """Channel name -> listeners and live subscriptions, all on this process's event loop."""
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = {}
+        self._listeners: dict[str, list[Listener]] = {}
+
+    def listen(self, channel: str, listener: Listener) -> None:
+        self._listeners.setdefault(channel, []).append(listener)
 
     def add(self, channel: str, maxsize: int) -> Subscription:
         sub = Subscription(self, channel, maxsize)
@@ -97,17 +114,33 @@ class Fanout:
                 del self._subs[sub.channel]
 
     def dispatch(self, channel: str, message: bytes) -> int:
+        """Hand the message to every listener and subscription of the channel; the number
+        of subscribers reached."""
+        reached = 0
+        for listener in tuple(self._listeners.get(channel, ())):
+            try:
+                listener.receive(message)
+            except Exception:
+                # A listener's failure must not stop the broker's pump (nor a publisher);
+                # it is a bug of that listener, logged loudly rather than lost quietly.
+                log.exception("a listener of %s failed on a message", channel)
+            reached += len(listener)
         subs = self._subs.get(channel)
-        if not subs:
-            return 0
-        for sub in list(subs):
-            sub.offer(message)
-        return len(subs)
+        if subs:
+            for sub in list(subs):
+                sub.offer(message)
+            reached += len(subs)
+        return reached
 
     def count(self) -> int:
-        return sum(len(s) for s in self._subs.values())
+        """Subscribers of this process: queued subscriptions and those of the listeners."""
+        listened = sum(len(x) for listeners in self._listeners.values() for x in listeners)
+        return listened + sum(len(s) for s in self._subs.values())
 
     def close_all(self) -> None:
+        for listeners in list(self._listeners.values()):
+            for listener in list(listeners):
+                listener.close()
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 sub.close()
@@ -140,7 +173,10 @@ class InProcessBroker:
         self.fanout.close_all()
 
     async def publish(self, channel: str, message: bytes) -> None:
-        self.fanout.dispatch(channel, message)
+        # Dispatched on the loop's next turn, as Redis's listener would: listeners deliver
+        # to every subscriber in one go, which a publishing request must not wait for.
+        # Messages keep their order (the loop runs callbacks first in, first out).
+        asyncio.get_running_loop().call_soon(self.fanout.dispatch, channel, message)
 
     def subscribe(self, channel: str, maxsize: int) -> Subscription:
         return self.fanout.add(channel, maxsize)
@@ -219,9 +255,7 @@ class RedisBroker:
 
     async def stop(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await cancel_and_wait(self._listener)
             self._listener = None
         self.fanout.close_all()
         await self._publisher.aclose()

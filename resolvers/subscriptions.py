@@ -1,16 +1,28 @@
-"""Live order status: the events one subscriber may see, checked event by event."""
+"""Live order status: one feed per process hands each committed change to the subscribers
+allowed to see it.
+
+The feed takes the broker's messages synchronously (a `Listener` of the `Fanout`), decodes
+each event once, drops duplicates once, and offers the event to every watch in one loop:
+its `orderId` filter, then `may_see` with its user as the database has it, then its
+`deliver` callback. No task wakes up per subscriber and no subscriber keeps a queue or a
+memory of versions of its own; what is per subscriber is a `Watch` and a callback.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncGenerator
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
-from infra.broker import SubscriberTooSlow
 from models import queries
 from models.rows import UserRow
 from models.state import Role
-from resolvers.context import RequestContext
+from resolvers import context as user_context
+from resolvers.context import RequestContext, Services
 from resolvers.errors import DomainError, NotFound, Unauthenticated
 from resolvers.events import ORDER_STATUS_CHANNEL, StatusEvent
 from resolvers.orders import parse_order_id
@@ -21,6 +33,11 @@ log = logging.getLogger("order_service.subscriptions")
 # original; remembering the versions sent of this many orders is plenty.
 SEEN_ORDERS = 10_000
 _MAX_TRACKED_VERSION = 1024
+_FEED = "status_feed"
+
+# True when the event reached the subscriber (or is on its way), False when the
+# subscriber cannot take it now: it is too slow and is dropped.
+Deliver = Callable[[StatusEvent], bool]
 
 
 class SubscriptionDropped(DomainError):
@@ -41,8 +58,7 @@ class _SentVersions:
 
     def __init__(self, size: int) -> None:
         # A bit per version sent: an order changes a handful of times, so the mask is a
-        # small int, as compact as the single version it replaces (every subscriber keeps
-        # one of these).
+        # small int.
         self._versions: OrderedDict[int, int] = OrderedDict()
         self._size = size
 
@@ -64,45 +80,317 @@ def may_see(user: UserRow, event: StatusEvent) -> bool:
     return user.role == Role.ADMIN or event.user_id == user.id
 
 
-async def order_status_events(
-    ctx: RequestContext, raw_order_id: str | None
-) -> AsyncGenerator[StatusEvent, None]:
-    """Committed status changes of one order, or of every order the caller may see.
+class _Viewer:
+    """One user as the feed last read them, shared by all their watches in this process:
+    10,000 subscriptions of one admin recheck the role once, not 10,000 times."""
+
+    __slots__ = ("read_at", "reading", "user", "user_id", "watches")
+
+    def __init__(self, user_id: int, user: UserRow) -> None:
+        self.user_id = user_id
+        self.user = user
+        self.read_at = time.monotonic()
+        self.reading: asyncio.Future[UserRow | None] | None = None
+        self.watches: set[Watch] = set()
+
+
+class Watch:
+    """One subscriber of the feed.
+
+    `ended` resolves when the feed ends the watch: with an error (`SubscriptionDropped`
+    when it was too slow, `Unauthenticated` when its account is gone, the failure of a
+    recheck) or normally when the broker stops. Events are held, in order, while the
+    watch is not open yet (its access check runs) and while its user is being re-read.
+    """
+
+    __slots__ = ("_feed", "ctx", "deliver", "ended", "held", "only", "opened", "viewer")
+
+    def __init__(
+        self, feed: StatusFeed, ctx: RequestContext, viewer: _Viewer, deliver: Deliver
+    ) -> None:
+        self._feed: StatusFeed | None = feed
+        self.ctx = ctx
+        self.viewer = viewer
+        self.deliver = deliver
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held: list[StatusEvent] | None = []
+        self.only: int | None = None
+        self.opened = False
+
+    def close(self) -> None:
+        """Unsubscribe (again is harmless)."""
+        if self._feed is not None:
+            self._feed.remove(self)
+            self._feed = None
+            self.ctx.services.metrics.active_subscriptions.dec()
+
+
+class StatusFeed:
+    """The order status events of one process, for every subscriber of the process."""
+
+    def __init__(self, services: Services) -> None:
+        self._hold_limit = services.settings.subscriber_queue_size
+        # Insertion-ordered: subscribers are served in the order they came.
+        self._watches: dict[Watch, None] = {}
+        self._viewers: dict[int, _Viewer] = {}
+        self._sent = _SentVersions(SEEN_ORDERS)
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def add(self, ctx: RequestContext, user: UserRow, deliver: Deliver) -> Watch:
+        """A watch that holds the events from now on until `open`."""
+        assert user.id is not None
+        viewer = self._viewers.get(user.id)
+        if viewer is None:
+            viewer = self._viewers[user.id] = _Viewer(user.id, user)
+        watch = Watch(self, ctx, viewer, deliver)
+        if self._closed:
+            watch.ended.set_result(None)
+            return watch
+        viewer.watches.add(watch)
+        self._watches[watch] = None
+        return watch
+
+    def open(self, watch: Watch, only: int | None) -> None:
+        """Start delivering, from the events held since `add`."""
+        watch.only = only
+        watch.opened = True
+        if watch.viewer.reading is None:
+            self._release(watch, time.monotonic())
+
+    def remove(self, watch: Watch) -> None:
+        if self._watches.pop(watch, None) is None:
+            return
+        viewer = watch.viewer
+        viewer.watches.discard(watch)
+        if not viewer.watches and self._viewers.get(viewer.user_id) is viewer:
+            del self._viewers[viewer.user_id]
+
+    def receive(self, message: bytes) -> None:
+        try:
+            event = StatusEvent.decode(message)
+        except (ValueError, TypeError, KeyError):
+            log.warning("dropping a malformed status event: %r", message[:200])
+            return
+        # Duplicates are the same for every subscriber of the process: dropped once here.
+        if not self._sent.is_new(event.order_id, event.version):
+            return
+        now = time.monotonic()
+        max_age = user_context.USER_RECHECK_SECONDS  # read at use: tests shorten it
+        order_id, owner_id = event.order_id, event.user_id
+        # `_offer`, with its usual case inline: this loop runs once per subscriber of the
+        # process, and a call or two is a tenth of what a delivery costs beyond the send.
+        # A copy: delivering may end watches.
+        for watch in tuple(self._watches):
+            viewer = watch.viewer
+            if watch.held is not None or viewer.reading is not None:
+                self._offer(watch, event, now, max_age)
+            elif watch.only is not None and watch.only != order_id:
+                continue
+            elif now - viewer.read_at > max_age:
+                self._offer(watch, event, now, max_age)
+            elif viewer.user.role == Role.ADMIN or viewer.user.id == owner_id:  # may_see
+                try:
+                    delivered = watch.deliver(event)
+                except Exception as exc:
+                    self._end(watch, exc)
+                    continue
+                if not delivered:
+                    self._end(watch, SubscriptionDropped())
+
+    def close(self) -> None:
+        """The broker stops: every subscription ends normally."""
+        self._closed = True
+        for watch in tuple(self._watches):
+            self._end(watch, None)
+
+    def _offer(self, watch: Watch, event: StatusEvent, now: float, max_age: float) -> None:
+        if watch.held is not None:
+            self._hold(watch, event)
+            return
+        if watch.only is not None and watch.only != event.order_id:
+            return
+        viewer = watch.viewer
+        if viewer.reading is not None or now - viewer.read_at > max_age:
+            # Never decided with a stale role: held until the user is read again, while
+            # everyone else's events go on.
+            self._recheck(viewer, watch.ctx)
+            self._hold(watch, event)
+            return
+        if not may_see(viewer.user, event):
+            return
+        try:
+            delivered = watch.deliver(event)
+        except Exception as exc:
+            self._end(watch, exc)
+            return
+        if not delivered:
+            self._end(watch, SubscriptionDropped())
+
+    def _hold(self, watch: Watch, event: StatusEvent) -> None:
+        if watch.held is None:
+            watch.held = []
+        if len(watch.held) >= self._hold_limit:
+            self._end(watch, SubscriptionDropped())
+        else:
+            watch.held.append(event)
+
+    def _release(self, watch: Watch, now: float) -> None:
+        held, watch.held = watch.held, None
+        if held:
+            max_age = user_context.USER_RECHECK_SECONDS
+            for event in held:
+                if watch not in self._watches:
+                    return
+                self._offer(watch, event, now, max_age)
+
+    def _end(self, watch: Watch, error: BaseException | None) -> None:
+        self.remove(watch)
+        if watch.ended.done():
+            return
+        if error is None:
+            watch.ended.set_result(None)
+        else:
+            watch.ended.set_exception(error)
+
+    def _recheck(self, viewer: _Viewer, ctx: RequestContext) -> None:
+        """Read the viewer's user again, once for all their watches. Through the context's
+        own `current_user` (the one rule for how stale a user may get, and reads shared
+        per user): once the viewer is stale, so is any of its contexts."""
+        if viewer.reading is None:
+            viewer.reading = asyncio.ensure_future(ctx.current_user())
+            viewer.reading.add_done_callback(lambda read: self._rechecked(viewer, read))
+
+    def _rechecked(self, viewer: _Viewer, read: asyncio.Future[UserRow | None]) -> None:
+        viewer.reading = None
+        failure = _recheck_failure(read)
+        if failure is not None:
+            # One exception per watch: raised in many tasks, one would pile up tracebacks.
+            for watch in tuple(viewer.watches):
+                self._end(watch, failure())
+            return
+        viewer.user = read.result()  # type: ignore[assignment]  # None is a failure
+        viewer.read_at = time.monotonic()
+        for watch in tuple(viewer.watches):
+            if watch.opened and watch.held is not None:
+                # As of the read: with a recheck interval of 0 (tests) any later instant
+                # would find the user stale again, and read again, for ever.
+                self._release(watch, viewer.read_at)
+
+
+def _recheck_failure(read: asyncio.Future[UserRow | None]) -> Callable[[], BaseException] | None:
+    """How a recheck ends its viewer's watches, if it does: as each would have ended had
+    it read the user itself."""
+    if read.cancelled():
+        cause: BaseException = asyncio.CancelledError()
+    elif (exc := read.exception()) is not None:
+        cause = exc
+    elif read.result() is None:
+        return lambda: Unauthenticated("Your account no longer exists.")
+    else:
+        return None
+
+    def failure() -> BaseException:
+        error = RuntimeError("re-reading the subscriber's user failed")
+        error.__cause__ = cause
+        return error
+
+    return failure
+
+
+def status_feed(services: Services) -> StatusFeed:
+    """The process's feed, listening to the broker from the first subscription on."""
+    feed: StatusFeed | None = services.extras.get(_FEED)
+    if feed is None:
+        feed = services.extras[_FEED] = StatusFeed(services)
+        services.broker.fanout.listen(ORDER_STATUS_CHANNEL, feed)
+    return feed
+
+
+async def watch(ctx: RequestContext, raw_order_id: str | None, deliver: Deliver) -> Watch:
+    """Committed status changes of one order, or of every order the caller may see,
+    handed to `deliver` as they come, until `Watch.close` or until `Watch.ended` resolves.
 
     Asking for an order the caller may not see is `NotFound`, as for a read. Who may see
     an event is decided when it arrives, with the caller's role as the database has it
     (re-read at most every `USER_RECHECK_SECONDS`): a demoted admin stops seeing other
-    users' orders. An event is never sent twice; one that comes late (published by the
-    relay after a newer version of its order) is still sent.
+    users' orders. An event is never delivered twice; one that comes late (published by
+    the relay after a newer version of its order) is still delivered.
     """
     user = await ctx.require_user()
     services = ctx.services
-    # Subscribe before the access check so that no change slips between the two.
-    subscription = services.broker.subscribe(
-        ORDER_STATUS_CHANNEL, ctx.settings.subscriber_queue_size
-    )
+    feed = status_feed(services)
+    # Registered before the access check, holding events, so that no change slips
+    # between the two.
+    watch = feed.add(ctx, user, deliver)
     services.metrics.active_subscriptions.inc()
     try:
         only = None if raw_order_id is None else await _visible_order(ctx, user, raw_order_id)
-        sent = _SentVersions(SEEN_ORDERS)
-        async for raw in subscription:
-            try:
-                event = StatusEvent.decode(raw)
-            except (ValueError, TypeError, KeyError):
-                log.warning("dropping a malformed status event: %r", raw[:200])
-                continue
-            if only is not None and event.order_id != only:
-                continue
-            current = await ctx.current_user()
-            if current is None:
-                raise Unauthenticated("Your account no longer exists.")
-            if may_see(current, event) and sent.is_new(event.order_id, event.version):
-                yield event
-    except SubscriberTooSlow as exc:
-        raise SubscriptionDropped() from exc
+    except BaseException:
+        watch.close()
+        raise
+    feed.open(watch, only)
+    return watch
+
+
+@asynccontextmanager
+async def watching(
+    ctx: RequestContext, raw_order_id: str | None, deliver: Deliver
+) -> AsyncIterator[Watch]:
+    """`watch` for the length of a block."""
+    watched = await watch(ctx, raw_order_id, deliver)
+    try:
+        yield watched
     finally:
-        subscription.close()
-        services.metrics.active_subscriptions.dec()
+        watched.close()
+
+
+class _Inbox:
+    """The bounded buffer of one generator subscriber (the path without a websocket)."""
+
+    __slots__ = ("_waiter", "events", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.events: deque[StatusEvent] = deque()
+        self.limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, event: StatusEvent) -> bool:
+        if len(self.events) >= self.limit:
+            return False
+        self.events.append(event)
+        self.wake()
+        return True
+
+    def wake(self, *_: Any) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+async def order_status_events(
+    ctx: RequestContext, raw_order_id: str | None
+) -> AsyncGenerator[StatusEvent, None]:
+    """`watching` as an async generator, for callers that consume events one by one."""
+    inbox = _Inbox(ctx.settings.subscriber_queue_size)
+    async with watching(ctx, raw_order_id, inbox.put) as watch:
+        watch.ended.add_done_callback(inbox.wake)
+        while True:
+            if watch.ended.done():
+                watch.ended.result()  # raises what ended it, if anything
+                return
+            if inbox.events:
+                yield inbox.events.popleft()
+            else:
+                await inbox.wait()
 
 
 async def _visible_order(ctx: RequestContext, user: UserRow, raw_id: str) -> int:

@@ -8,7 +8,8 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.context import RequestContext
-from resolvers.subscriptions import order_status_events
+from resolvers.subscriptions import order_status_events, watch
+from schema import live
 from schema.types import OrderStatusEvent
 
 Ctx = Info[RequestContext, None]
@@ -22,6 +23,17 @@ class Subscription:
     async def order_status_changed(
         self, info: Ctx, order_id: strawberry.ID | None = None
     ) -> AsyncGenerator[OrderStatusEvent, None]:
+        member = live.join(info, OrderStatusEvent.of)
+        if member is not None:
+            # Over a websocket the feed writes this operation's frames itself (see
+            # schema/live.py); this resolver only runs the checks, whose errors reach
+            # the client as below, then hands the operation to its handler.
+            try:
+                watched = await watch(info.context, order_id, member.deliver)
+            except BaseException:
+                member.leave()
+                raise
+            raise live.Handoff(watched, member)
         events = order_status_events(info.context, order_id)
         try:
             async for event in events:

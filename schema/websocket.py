@@ -12,29 +12,42 @@ each protocol refuses a connection. Close codes:
 - 4401 Token expired: the connection is closed when the token it was opened with
   expires; the client reconnects with a fresh one.
 - 4408 Connection initialisation timeout: no `connection_init` in time.
+
+Each operation's task names its operation (`schema.live.serve`), so that a subscription
+can be written to the socket by the status feed instead of by a task of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from typing import Any, cast
 
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage as TransportInitMessage,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    NextMessagePayload,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyInitMessage,
 )
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    DataMessagePayload,
+)
 
 from resolvers.context import RequestContext
+from schema import live
 
 FORBIDDEN = (4403, "Forbidden")
 TOO_MANY_CONNECTIONS = (4429, "Too many connections")
@@ -52,11 +65,14 @@ def authorization_param(params: Mapping[str, Any] | None) -> str | None:
 
 
 class ConnectionRegistry:
-    """Open connections of this process, per user (one registry per app)."""
+    """Open connections of this process, per user, their deadlines, and the subscription
+    groups they share (one registry per app)."""
 
     def __init__(self) -> None:
         self.open = 0
         self._per_user: Counter[int] = Counter()
+        self.deadlines = Deadlines()
+        self.groups = live.Groups()
 
     def reserve(self, user_id: int, limit: int) -> bool:
         if self._per_user[user_id] >= limit:
@@ -70,78 +86,197 @@ class ConnectionRegistry:
             del self._per_user[user_id]
 
 
+class Deadlines:
+    """When connections are to be closed (no connection_init in time, an expired token),
+    by whole second of the wall clock, under one timer: a timer (or a sleeping task) per
+    connection is a good part of an idle connection's memory."""
+
+    def __init__(self) -> None:
+        self._due: dict[int, set[ConnectionGuard]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._next: int | None = None
+
+    def add(self, guard: ConnectionGuard, at: float) -> int:
+        second = math.ceil(at)
+        self._due.setdefault(second, set()).add(guard)
+        if self._next is None or second < self._next:
+            self._schedule(second)
+        return second
+
+    def remove(self, guard: ConnectionGuard, second: int) -> None:
+        due = self._due.get(second)
+        if due is not None:
+            due.discard(guard)
+            if not due:
+                del self._due[second]
+
+    def _schedule(self, second: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._next = second
+        self._timer = loop.call_later(max(0.0, second - time.time()), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = self._next = None
+        now = time.time()
+        for second in sorted(s for s in self._due if s <= now):
+            for guard in self._due.pop(second):
+                guard.expire()
+        if self._due:
+            self._schedule(min(self._due))
+
+
 class ConnectionGuard:
-    """One connection's admission, gauges and token expiry, whichever the protocol."""
+    """One connection's admission, gauges and deadlines, whichever the protocol."""
+
+    __slots__ = (
+        "_close",
+        "_closing",
+        "_context",
+        "_deadline",
+        "_registry",
+        "_user_id",
+        "_why",
+        "initialised",
+        "timed_out",
+    )
 
     def __init__(self, registry: ConnectionRegistry, context: RequestContext, close: Any) -> None:
         self._registry = registry
         self._context = context
         self._close = close
         self._user_id: int | None = None
-        self._timer: asyncio.Task[None] | None = None
+        self._deadline: int | None = None
+        self._why = INIT_TIMEOUT
+        self._closing: asyncio.Task[None] | None = None
         self.initialised = False
+        self.timed_out = False
 
-    def opened(self, init_timeout: float | None = None) -> None:
+    def opened(self) -> None:
         self._registry.open += 1
         self._context.services.metrics.active_connections.inc()
-        if init_timeout is not None:
-            self._timer = asyncio.create_task(self._close_after(init_timeout, INIT_TIMEOUT))
+
+    def expect_init(self, seconds: float) -> None:
+        """Close with 4408 unless `admit` comes within `seconds`."""
+        self._arm(time.time() + seconds, INIT_TIMEOUT)
 
     async def admit(self, params: dict[str, Any] | None) -> tuple[int, str] | None:
         """None if the connection may go on, else the (code, reason) to close it with."""
         if self.initialised:
             return TOO_MANY_INITS
         self.initialised = True
-        self._cancel_timer()
+        self._disarm()
         ctx = self._context
-        ctx.connection_params = params
         ctx.authenticate(authorization_param(params))
+        # The rest of the payload, for resolvers; the token, once read into the claims,
+        # is not kept for the hours a connection lasts.
+        ctx.connection_params = {
+            k: v for k, v in (params or {}).items() if str(k).lower() != "authorization"
+        }
         user = await ctx.current_user()
         if user is None or user.id is None or ctx.claims is None:
             return FORBIDDEN
         if not self._registry.reserve(user.id, ctx.settings.ws_max_connections_per_user):
             return TOO_MANY_CONNECTIONS
         self._user_id = user.id
-        lifetime = ctx.claims.expires_at - time.time()
-        self._timer = asyncio.create_task(self._close_after(lifetime, TOKEN_EXPIRED))
+        self._arm(ctx.claims.expires_at, TOKEN_EXPIRED)
         return None
 
     async def closed(self) -> None:
-        self._cancel_timer()
+        self._disarm()
         if self._user_id is not None:
             self._registry.release(self._user_id)
             self._user_id = None
         self._registry.open -= 1
         self._context.services.metrics.active_connections.dec()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def expire(self) -> None:
+        """The deadline passed: close the connection."""
+        self._deadline = None
+        self.timed_out = self._why == INIT_TIMEOUT
+        self._closing = asyncio.ensure_future(self._close_quietly(self._why))
 
-    async def _close_after(self, seconds: float, why: tuple[int, str]) -> None:
-        await asyncio.sleep(max(0.0, seconds))
+    def _arm(self, at: float, why: tuple[int, str]) -> None:
+        self._disarm()
+        self._why = why
+        self._deadline = self._registry.deadlines.add(self, at)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._registry.deadlines.remove(self, self._deadline)
+            self._deadline = None
+
+    async def _close_quietly(self, why: tuple[int, str]) -> None:
         with contextlib.suppress(Exception):
             await self._close(*why)
 
 
-class TransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
+def _live_operation(
+    handler: Any, op_id: str, protocol: str, query: str, name: str | None, variables: Any
+) -> live.LiveOperation | None:
+    websocket = getattr(handler.websocket, "ws", None)  # Starlette's, under the adapter
+    if websocket is None or not isinstance(variables, dict | None):
+        return None
+    return live.LiveOperation(
+        op_id, protocol, websocket, query, name, variables, _registry(handler.view).groups
+    )
+
+
+class _Parking:
+    """Operations handed off to the feed (schema/live.py), kept by id without a task of
+    their own until the client ends them (`unpark`) or the feed does (`finish` then sends
+    their last frames, as Strawberry would at the end of a stream)."""
+
+    # Made on first use: most connections of a process have no parked operation.
+    _parked: dict[str, live.Parked] | None = None
+
+    def park(self, op_id: str, parked: live.Parked, token: object) -> None:
+        if self._parked is None:
+            self._parked = {}
+        self._parked[op_id] = parked
+        parked.park(self, op_id, token)
+
+    def unpark(self, op_id: str, parked: live.Parked | None = None) -> bool:
+        """Unsubscribe a parked operation; whether there was one (that one, if given)."""
+        mine = self._parked
+        if not mine or op_id not in mine or (parked is not None and mine[op_id] is not parked):
+            return False
+        mine.pop(op_id).close()
+        return True
+
+    def parked_ended(self, parked: live.Parked, error: Exception | None) -> None:
+        op_id, token = parked.op_id, parked.token
+        if self.unpark(op_id, parked):
+            task = asyncio.ensure_future(_quietly(self.finish(op_id, token, error)))
+            _finishing.add(task)
+            task.add_done_callback(_finishing.discard)
+
+    async def finish(self, op_id: str, token: object, error: Exception | None) -> None:
+        raise NotImplementedError
+
+
+class TransportWSHandler(_Parking, BaseGraphQLTransportWSHandler[RequestContext, None]):
     """`graphql-transport-ws`, with the admission rules above."""
 
-    async def handle(self) -> None:
+    # Strawberry's first and last steps of a connection, rather than a `handle` of our
+    # own around its own: one coroutine frame less per connection, for hours.
+    def on_request_accepted(self) -> None:
         self.guard = ConnectionGuard(_registry(self.view), self.context, self.websocket.close)
         self.guard.opened()
+        # Strawberry's initialisation timeout, as a deadline of the guard, not a task.
+        self.guard.expect_init(self.connection_init_wait_timeout.total_seconds())
+
+    async def shutdown(self) -> None:
         try:
-            await super().handle()
+            await super().shutdown()
         finally:
             await self.guard.closed()
 
     async def handle_connection_init(self, message: TransportInitMessage) -> None:
         # Strawberry's own, but for who may connect and the close codes of a refusal.
-        if self.connection_timed_out:
+        if self.connection_timed_out or self.guard.timed_out:
             return
-        if self.connection_init_timeout_task:
-            self.connection_init_timeout_task.cancel()
         payload = message.get("payload") or {}
         if not isinstance(payload, dict):
             await self.websocket.close(code=4400, reason="Invalid connection init payload")
@@ -154,14 +289,61 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
         await self.send_message({"type": "connection_ack"})
         self.connection_acknowledged = True
 
+    async def run_operation(self, operation: Operation[RequestContext, None]) -> None:
+        named = _live_operation(
+            self,
+            operation.id,
+            GRAPHQL_TRANSPORT_WS_PROTOCOL,
+            operation.query,
+            operation.operation_name,
+            operation.variables,
+        )
+        if named is None:
+            await super().run_operation(operation)
+            return
+        live.serve(named)
+        try:
+            await super().run_operation(operation)
+            return
+        except live.Handoff as handoff:
+            # Out of the except block before anything else: the exception's traceback
+            # holds the frames that the handoff unwound.
+            parked = handoff.parked
+        # The operation stays in Strawberry's bookkeeping (it counts towards the limit;
+        # a complete or the disconnect finds it), but not its task, which ends here: a
+        # finished coroutine keeps the memory of its frames for as long as it is held.
+        operation.task = None
+        self.park(operation.id, parked, operation)
 
-class LegacyWSHandler(BaseGraphQLWSHandler[RequestContext, None]):
+    async def cleanup_operation(self, operation_id: str) -> None:
+        self.unpark(operation_id)
+        operation = self.operations.get(operation_id)
+        if operation is not None and operation.task is None:
+            del self.operations[operation_id]  # Strawberry's, but for a task to cancel
+            return
+        await super().cleanup_operation(operation_id)
+
+    async def finish(self, op_id: str, token: object, error: Exception | None) -> None:
+        operation = self.operations.get(op_id)
+        if operation is None or operation is not token:
+            return  # the client ended it meanwhile
+        if error is not None:
+            payload = cast(NextMessagePayload, live.error_payload(error, self.context.request_id))
+            await operation.send_operation_message(
+                {"id": op_id, "type": "next", "payload": payload}
+            )
+        if self.operations.get(op_id) is operation:
+            await operation.send_operation_message({"id": op_id, "type": "complete"})
+
+
+class LegacyWSHandler(_Parking, BaseGraphQLWSHandler[RequestContext, None]):
     """The legacy `graphql-ws` (subscriptions-transport-ws) protocol, same rules."""
 
     async def handle(self) -> None:
         self.guard = ConnectionGuard(_registry(self.view), self.context, self.websocket.close)
+        self.guard.opened()
         # This protocol has no initialisation timeout of its own.
-        self.guard.opened(init_timeout=self.view.connection_init_wait_timeout.total_seconds())
+        self.guard.expect_init(self.view.connection_init_wait_timeout.total_seconds())
         try:
             await super().handle()
         finally:
@@ -183,6 +365,61 @@ class LegacyWSHandler(BaseGraphQLWSHandler[RequestContext, None]):
         self.connection_acknowledged = True
         if self.keep_alive:
             self.keep_alive_task = asyncio.create_task(self.handle_keep_alive())
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        named = _live_operation(
+            self, operation_id, GRAPHQL_WS_PROTOCOL, query, operation_name, variables
+        )
+        if named is None:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        live.serve(named)
+        try:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        except live.Handoff as handoff:
+            parked = handoff.parked  # out of the except block: see TransportWSHandler
+        # Strawberry forgot the operation on the way out; this (ending) task stands for it
+        # again, so that it counts towards the limit and a stop or the disconnect find it.
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks[operation_id] = task
+        self.park(operation_id, parked, task)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        if self.unpark(operation_id):
+            self.tasks.pop(operation_id, None)
+            # As Strawberry answers a stop; on a disconnect, to nobody (and the other
+            # operations are still cleaned up).
+            await _quietly(self.send_message({"type": "complete", "id": operation_id}))
+            return
+        await super().cleanup_operation(operation_id)
+
+    async def finish(self, op_id: str, token: object, error: Exception | None) -> None:
+        if self.tasks.get(op_id) is not token:
+            return  # stopped meanwhile
+        del self.tasks[op_id]
+        if error is not None:
+            encoded = live.error_payload(error, self.context.request_id)
+            payload = cast(DataMessagePayload, encoded)
+            await self.send_message({"type": "data", "id": op_id, "payload": payload})
+        await self.send_message({"type": "complete", "id": op_id})
+
+
+# The tasks that send the last frames of operations the feed ended (referenced until done).
+_finishing: set[asyncio.Task[None]] = set()
+
+
+async def _quietly(send: Coroutine[Any, Any, None]) -> None:
+    # The client may have gone meanwhile: nothing is left to tell it.
+    with contextlib.suppress(Exception):
+        await send
 
 
 def _registry(view: Any) -> ConnectionRegistry:

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,10 +42,11 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.trusted = trusted_proxies
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: what it only passes on (a websocket, say) runs without a
+        # frame of this middleware, kept for as long as a subscription lasts otherwise.
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         request_id = None
         for name, value in scope.get("headers") or ():
             if name == b"x-request-id":
@@ -55,9 +57,11 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         state["client_ip"] = client_ip(scope, self.trusted)
         if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send, request_id)
 
+    async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        state = scope["state"]
         started = time.perf_counter()
         status = 500
 
@@ -109,10 +113,13 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: see RequestContextMiddleware.
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope.get("headers") or ():
             if name == b"content-length":
                 try:

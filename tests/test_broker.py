@@ -224,3 +224,40 @@ async def test_stopping_leaves_no_task_and_no_connection(redis_server: RedisServ
     assert sub.closed
     names = await client_names(redis_server)
     assert not [n for n in names if n.startswith(broker.client_name)]
+
+
+class _Listener:
+    def __init__(self, subscribers: int, *, fails: bool = False) -> None:
+        self.got: list[bytes] = []
+        self.subscribers = subscribers
+        self.fails = fails
+        self.closed = False
+
+    def receive(self, message: bytes) -> None:
+        self.got.append(message)
+        if self.fails:
+            raise RuntimeError("a bug in a listener")
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __len__(self) -> int:
+        return self.subscribers
+
+
+def test_listeners_take_every_message_at_once_and_a_failing_one_stops_no_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fanout = Fanout()
+    broken, feed = _Listener(2, fails=True), _Listener(3)
+    fanout.listen("c", broken)
+    fanout.listen("c", feed)
+    queued = fanout.add("c", maxsize=10)
+    assert fanout.count() == 2 + 3 + 1  # a listener counts the subscribers it serves
+    assert fanout.dispatch("c", b"one") == 6
+    assert fanout.dispatch("other", b"nobody") == 0
+    # Synchronously: no task in between, nothing to wait for.
+    assert broken.got == [b"one"] and feed.got == [b"one"]
+    assert "a listener of c failed" in caplog.text
+    fanout.close_all()
+    assert broken.closed and feed.closed and queued.closed

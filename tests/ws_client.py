@@ -75,10 +75,11 @@ class WSClient:
         protocol: str = TRANSPORT,
         payload: dict[str, Any] | None = None,
         timeout: float = 10.0,
+        headers: dict[str, str] | None = None,
     ) -> _Connecting:
         if payload is None:
             payload = {"authorization": f"Bearer {token}"} if token else {}
-        return _Connecting(url, protocol, payload, timeout)
+        return _Connecting(url, protocol, payload, timeout, headers)
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self.ws.send(orjson.dumps(message).decode())
@@ -183,13 +184,26 @@ class WSClient:
 class _Connecting:
     """`await WSClient.connect(...)` or `async with WSClient.connect(...) as ws`."""
 
-    def __init__(self, url: str, protocol: str, payload: dict[str, Any], timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        protocol: str,
+        payload: dict[str, Any],
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._args = (url, protocol, payload, timeout)
+        self._headers = headers
         self._client: WSClient | None = None
 
     async def _open(self) -> WSClient:
         url, protocol, payload, timeout = self._args
-        ws = await connect(url, subprotocols=[protocol], open_timeout=timeout)  # type: ignore[list-item]
+        ws = await connect(
+            url,
+            subprotocols=[protocol],  # type: ignore[list-item]
+            open_timeout=timeout,
+            additional_headers=self._headers,
+        )
         client = WSClient(ws, protocol)
         try:
             await client._init(payload, timeout)
