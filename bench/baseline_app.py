@@ -38,7 +38,7 @@ from infra.logs import configure_logging
 from infra.security import decode_access_token
 from infra.settings import Settings, load_settings
 from models import queries
-from server.app import create_app
+from server.app import create_app, freeze_startup_heap
 
 # The statements production runs for `orders(limit: N) { total pages items { ... user } }`
 # for a USER (see resolvers/orders.py and RequestContext.current_user): the caller, then
@@ -249,7 +249,9 @@ def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
 def build() -> Starlette:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return mount_baselines(create_app(settings), settings)
+    app = mount_baselines(create_app(settings), settings)
+    freeze_startup_heap()  # as `order-service serve` does
+    return app
 
 
 app = build()

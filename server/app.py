@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -135,6 +136,16 @@ def _admin_routes(dist: Path) -> list[BaseRoute]:
         )
 
     return [Route("/admin", not_built), Route("/admin/{path:path}", not_built)]
+
+
+def freeze_startup_heap() -> None:
+    """Take what a serving process built to start (modules, the schema, the app: about
+    127,000 objects) out of the cyclic garbage collector's reach. Every full collection
+    traversed them again: about 150 ms of a stopped event loop each time on the benchmark
+    machine, for objects that live as long as the process. What is made later is
+    collected as usual. For serving processes only (tests build many apps in one)."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(settings: Settings) -> Starlette:
