@@ -122,13 +122,17 @@ def targets(
     add_rps("reads_cold", 800)
     g, _ = _pair(results, absolute, "reads_cold")
     p99 = g["p99_ms"] if g else None
+    scaled_p99 = ""
+    if scale is not None and p99 is not None:
+        # A machine `scale` times as fast takes 1/scale as long for the same work.
+        scaled_p99 = f"<= {60 / scale:,.0f} ms: {'yes' if p99 <= 60 / scale else '**no**'}"
     out.append(
         (
             "reads cold: p99 <= 60 ms at 32 connections",
             _fmt(p99, 1, " ms"),
             absolute,
             None if p99 is None else p99 <= 60,
-            "",
+            scaled_p99,
         )
     )
     add_ratio("reads_warm", 1.0)
@@ -139,13 +143,17 @@ def targets(
     big = max(fanout, key=lambda f: f["level"]) if fanout else None
     if big is not None:
         level = f"{big['level']:,} subscribers"
+        scaled_fanout = ""
+        if scale is not None and big["p99_ms"] is not None:
+            ok = big["p99_ms"] <= 500 / scale
+            scaled_fanout = f"<= {500 / scale:,.0f} ms: {'yes' if ok else '**no**'}"
         out.append(
             (
                 f"fan-out: p99 <= 500 ms ({level})",
                 _fmt(big["p99_ms"], 0, " ms"),
                 "1 process",
                 big["p99_ms"] is not None and big["p99_ms"] <= 500,
-                "",
+                scaled_fanout,
             )
         )
         out.append(
@@ -532,14 +540,33 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.report",
-        description="Keep a run's figures as the 'before' of later reports (bench/before.json).",
+        description="Work with a run's benchmarks.json without running the harness again.",
     )
-    parser.add_argument("benchmarks_json", type=Path, help="the run's benchmarks.json")
-    parser.add_argument("description", help="what the run measured, for the report")
+    commands = parser.add_subparsers(dest="command", required=True)
+    keep = commands.add_parser("before", help="keep its figures as bench/before.json")
+    keep.add_argument("benchmarks_json", type=Path)
+    keep.add_argument("description", help="what the run measured, for the report")
+    render_cmd = commands.add_parser(
+        "render", help="write its report and chart again (after editing NOTES.md, say)"
+    )
+    render_cmd.add_argument("benchmarks_json", type=Path)
     args = parser.parse_args(argv)
-    before = as_before(json.loads(args.benchmarks_json.read_text()), args.description)
-    BEFORE.write_text(json.dumps(before, indent=1) + "\n")
-    print(f"wrote {BEFORE}")
+    data = json.loads(args.benchmarks_json.read_text())
+    if args.command == "before":
+        BEFORE.write_text(json.dumps(as_before(data, args.description), indent=1) + "\n")
+        print(f"wrote {BEFORE}")
+        return
+    paths = write(
+        args.benchmarks_json.parent,
+        machine=data["machine"],
+        results=data["results"],
+        fanout=data["fanout"],
+        profiles=data["profiles"],
+        failures=data["failures"],
+        settings=data["settings"],
+    )
+    for path in paths:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
