@@ -262,8 +262,9 @@ class GraphQLView(GraphQL[RequestContext, None]):
         ttl = context.settings.cache_ttl_seconds
         if ttl <= 0 or op is None or not op.cacheable or request_data.query is None:
             return await execute()
-        found = state.pop(_LOOKED_UP, None)
-        if found is None:
+        if _LOOKED_UP in state:  # by _cached_response, on the way here: not again
+            found = state.pop(_LOOKED_UP)
+        else:
             found = await _lookup(
                 context, request_data.query, request_data.variables, request_data.operation_name
             )

@@ -64,9 +64,13 @@ async def test_the_api_outlives_a_redis_outage(
 
         # Reads and writes go on; the cache is bypassed, so the write shows at once.
         (await client.move(admin, order_id, "PAID", 1)).ok()
+        bypassed = await metric_now(client, "cache_requests_total", result="bypass")
         for _ in range(2):
             assert (await read_order(client, user, order_id))["status"] == "PAID"
         assert await cache_hits(client) == 1
+        # Each read is counted once, as bypassing the cache (it is asked only once).
+        after = await metric_now(client, "cache_requests_total", result="bypass")
+        assert after - bypassed == 2
         # The limit holds in-process: a fresh budget of 3 for this process.
         other = await client.signup("other@example.com")
         for i in range(3):
