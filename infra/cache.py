@@ -14,9 +14,10 @@ from collections import OrderedDict
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
-from infra.redis_link import RedisLink
+from infra.redis_link import RedisLink, ServerRestarts
 
 
 class Cache(Protocol):
@@ -124,15 +125,27 @@ class RedisCache:
     While Redis is unreachable the cache is bypassed (`stamp` is None) and bumps are lost.
     So that no instance serves an entry that a lost bump should have hidden, the first
     instance to reach Redis again moves everyone to a new epoch: the whole cache is cold.
+    A Redis restarted from a snapshot brings back the old epoch with the old entries:
+    every instance's first connection to the new server starts a new epoch (`restarts`).
     """
 
-    def __init__(self, client: Redis, *, prefix: str = "") -> None:
+    def __init__(
+        self, client: Redis, *, prefix: str = "", restarts: ServerRestarts | None = None
+    ) -> None:
         self._client = client
         self._prefix = f"{prefix}cache:"
         self._epoch_key = f"{self._prefix}epoch"
         self._stamped_get = client.register_script(_STAMPED_GET)
         self._bump = client.register_script(_BUMP)
         self.link = RedisLink("read cache")
+        if restarts is not None:
+            restarts.subscribe(self._new_epoch_on)
+
+    async def _new_epoch_on(self, connection: Connection) -> None:
+        await connection.send_command(
+            "SET", self._epoch_key, _token(), "EX", GENERATION_TTL_SECONDS
+        )
+        await connection.read_response()
 
     async def stamped_get(
         self, scopes: list[str], prefix: str, suffix: str

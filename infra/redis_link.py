@@ -4,11 +4,15 @@ outage: each keeps a `RedisLink`, falls back while Redis is away and tries again
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.exceptions import ResponseError
 
 log = logging.getLogger("order_service.redis")
 
@@ -17,7 +21,48 @@ SOCKET_TIMEOUT_SECONDS = 0.5
 RETRY_INTERVAL_SECONDS = 1.0
 
 
-def redis_client(url: str) -> Redis:
+_RUN_ID = re.compile(rb"^run_id:([0-9a-f]+)", re.M)
+
+
+class ServerRestarts:
+    """Notices that the Redis server behind a client is not the one it last talked to (a
+    restart, or a failover to a replica): its run_id changed. Checked on every new
+    connection before the connection carries a command, so that a listener (the read
+    cache, which starts a new epoch) acts before anything is read through it. A restart
+    drops every connection, so every instance sees it, not only those that noticed the
+    outage: one that sent nothing while Redis was away would otherwise have read the
+    entries of a snapshot restored from before it."""
+
+    def __init__(self) -> None:
+        self.run_id: bytes | None = None
+        self.supported = True
+        self._listeners: list[Callable[[Connection], Awaitable[None]]] = []
+
+    def subscribe(self, listener: Callable[[Connection], Awaitable[None]]) -> None:
+        self._listeners.append(listener)
+
+    async def on_connect(self, connection: Connection) -> None:
+        await connection.on_connect()
+        if not self.supported:
+            return
+        try:
+            await connection.send_command("INFO", "server")
+            info = await connection.read_response()
+        except ResponseError as exc:  # INFO renamed or refused (some managed services)
+            self.supported = False
+            log.warning("Redis refuses INFO (%s): its restarts go unnoticed", exc)
+            return
+        found = _RUN_ID.search(info if isinstance(info, bytes) else str(info).encode())
+        run_id = found.group(1) if found else None
+        if self.run_id is not None and run_id != self.run_id:
+            log.warning("Redis was restarted or replaced (a new run_id)")
+            for listener in self._listeners:
+                await listener(connection)
+        # Only now: a connection made meanwhile sees the change too, and acts on it.
+        self.run_id = run_id
+
+
+def redis_client(url: str, *, restarts: ServerRestarts | None = None) -> Redis:
     # One immediate retry on a fresh connection: after a Redis restart the pooled
     # connections are dead, and the first command would otherwise fail for nothing.
     return Redis.from_url(
@@ -25,6 +70,7 @@ def redis_client(url: str) -> Redis:
         socket_timeout=SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
         retry=Retry(NoBackoff(), 1),
+        redis_connect_func=restarts.on_connect if restarts is not None else None,
     )
 
 

@@ -26,7 +26,7 @@ from infra.cache import Cache, MemoryCache, RedisCache
 from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
 from infra.metrics import CONTENT_TYPE_LATEST, Metrics
 from infra.provider import PaymentProviderClient
-from infra.redis_link import redis_client
+from infra.redis_link import ServerRestarts, redis_client
 from infra.settings import Settings
 from infra.tasks import cancel_and_wait
 from models.db import Database
@@ -58,8 +58,9 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     extras: dict[str, object] = {}
     if settings.redis_url:
         # One client (a lazy connection pool) for the cache and the limiter.
-        redis = extras["redis"] = redis_client(settings.redis_url)
-        cache = RedisCache(redis, prefix=settings.redis_key_prefix)
+        restarts = ServerRestarts()
+        redis = extras["redis"] = redis_client(settings.redis_url, restarts=restarts)
+        cache = RedisCache(redis, prefix=settings.redis_key_prefix, restarts=restarts)
         limiter = RedisLimiter(redis, prefix=settings.redis_key_prefix)
     return Services(
         settings=settings,

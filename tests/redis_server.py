@@ -6,7 +6,8 @@
         redis.start()                     # back, same port, empty (no persistence)
         redis.pause(); redis.resume()     # a hung Redis: connections open, no answers
 
-`RedisServer(port)` picks the port; the default is a free one. `url` names database 0;
+`RedisServer(port)` picks the port; the default is a free one. `RedisServer(args=[...])`
+adds options to redis-server's command line (`["--rename-command", "INFO", ""]`, say). `url` names database 0;
 `url_for(db)` another one. `stop()` and `start()` may be called any number of times.
 """
 
@@ -27,8 +28,9 @@ REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, args: list[str] | None = None) -> None:
         self.port = port or free_port()
+        self._args = list(args or [])
         self._process: subprocess.Popen[bytes] | None = None
         self._dir = Path(tempfile.mkdtemp(prefix=f"redis-{self.port}-"))
 
@@ -57,6 +59,7 @@ class RedisServer:
                     "--appendonly", "no",
                     "--dir", str(self._dir),
                     "--daemonize", "no",
+                    *self._args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from infra.cache import RedisCache
+from infra.redis_link import ServerRestarts, redis_client
 from tests.client import GraphQLClient
 from tests.ops_support import (
     metric_now,
@@ -116,3 +118,58 @@ async def test_no_stale_entry_survives_a_restart_that_restores_old_data(
         await wait_until_ready(two, "ok")
         for client in (one, two):
             assert (await read_order(client, user, order_id))["status"] == "PAID"
+
+
+async def _stored_then_restarted(server: RedisServer, *, watch: bool) -> bytes | None:
+    """An entry stored and saved in a snapshot; Redis restarted from it while this cache
+    sent nothing (so it saw no outage); what the cache then finds under its key."""
+    restarts = ServerRestarts() if watch else None
+    client = redis_client(server.url, restarts=restarts)
+    cache = RedisCache(client, prefix="t:", restarts=restarts)
+    try:
+        found = await cache.stamped_get(["orders:user:1"], "resp:", ":q")
+        assert found is not None and found[1] is None
+        await cache.set("resp:" + found[0] + ":q", b"PENDING", 60)
+        assert await cache.stamped_get(["orders:user:1"], "resp:", ":q") == (found[0], b"PENDING")
+        await client.save()
+        server.restart()
+        async with Redis.from_url(server.url) as other:
+            assert await other.keys("t:cache:entry:*"), "the snapshot brought the entry back"
+        again = await cache.stamped_get(["orders:user:1"], "resp:", ":q")
+        assert again is not None
+        return again[1]
+    finally:
+        await client.aclose()
+
+
+async def test_a_redis_restarted_from_a_snapshot_serves_nothing_from_before(
+    redis_server: RedisServer,
+) -> None:
+    """Every instance's first connection to the restarted server starts a new epoch, also
+    on an instance that sent nothing while Redis was away: a bump lost during the outage
+    cannot let an entry of the snapshot be served."""
+    assert await _stored_then_restarted(redis_server, watch=True) is None
+
+
+async def test_without_the_restart_watch_the_snapshot_entry_would_be_served(
+    redis_server: RedisServer,
+) -> None:
+    # What the watch guards against, shown: the same steps without it.
+    assert await _stored_then_restarted(redis_server, watch=False) == b"PENDING"
+
+
+async def test_a_redis_that_refuses_info_still_serves_the_cache(caplog: Any) -> None:
+    with RedisServer(args=["--rename-command", "INFO", ""]) as server:
+        restarts = ServerRestarts()
+        client = redis_client(server.url, restarts=restarts)
+        cache = RedisCache(client, prefix="t:", restarts=restarts)
+        try:
+            found = await cache.stamped_get(["s"], "resp:", ":q")
+            assert found is not None
+            await cache.set("resp:" + found[0] + ":q", b"answer", 60)
+            assert await cache.stamped_get(["s"], "resp:", ":q") == (found[0], b"answer")
+            assert await cache.healthy()
+        finally:
+            await client.aclose()
+    assert not restarts.supported
+    assert any("refuses INFO" in r.getMessage() for r in caplog.records)
