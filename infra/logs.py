@@ -94,6 +94,13 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    # Neither format shows the caller's file and line, thread or process: not looking
+    # them up for every record (a walk up the stack, three lookups) is the logging
+    # HOWTO's own advice for a line logged on every request.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -7,17 +7,11 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.types import ExecutionContext
 
 from infra.settings import Settings
+from schema.documents import DocumentPolicy
 from schema.errors import ErrorCodes
 from schema.execution import FastExecutionContext
 from schema.mutation import Mutation
@@ -37,9 +31,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     max_depth = settings.query_max_depth if settings else 15
     max_tokens = settings.query_max_tokens if settings else 4000
     max_aliases = settings.query_max_aliases if settings else 30
-    # The limiters make a new rule class per instance, and ValidationCache is keyed by the
-    # rules: built per request they made every request miss the cache and validate again
-    # (most of a trivial request's time). Made once here, the rules are the same objects
+    # The limiters make a new rule class per instance, and the validation cache is keyed
+    # by the rules: made per request they made every request miss the cache and validate
+    # again (most of a trivial request's time). Made once here, they are the same objects
     # for every request.
     rules: list[Any] = [
         *QueryDepthLimiter(max_depth=max_depth).validation_rules,
@@ -47,15 +41,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if settings is not None and settings.is_production:
         rules.append(NoSchemaIntrospectionCustomRule)
-    # Factories: each request gets fresh extension instances; the parser and validation
-    # caches themselves live at module level and are shared.
-    extensions: list[Any] = [
-        ErrorCodes,
-        lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        lambda: ParserCache(maxsize=512),
-        lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=512),
-    ]
+    documents = DocumentPolicy(max_tokens=max_tokens, rules=tuple(rules))
+    # Factories: each request gets fresh extension instances; the policy and its caches
+    # are shared.
+    extensions: list[Any] = [ErrorCodes, documents.extension]
     return OrderSchema(
         query=Query,
         mutation=Mutation,
