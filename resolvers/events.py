@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
@@ -43,9 +43,17 @@ class StatusEvent:
     changed_at: datetime
 
     def encode(self) -> bytes:
-        data = asdict(self)
-        data["changed_at"] = as_utc(self.changed_at).isoformat()
-        return orjson.dumps(data)
+        # Field by field: dataclasses.asdict deep-copies every value (~2% of a webhook).
+        return orjson.dumps(
+            {
+                "order_id": self.order_id,
+                "user_id": self.user_id,
+                "status": self.status,
+                "previous_status": self.previous_status,
+                "version": self.version,
+                "changed_at": as_utc(self.changed_at).isoformat(),
+            }
+        )
 
     @classmethod
     def decode(cls, raw: bytes | str) -> StatusEvent:

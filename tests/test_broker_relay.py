@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from infra.broker import BrokerUnavailable, InProcessBroker
@@ -107,3 +109,15 @@ async def test_the_replay_hands_local_subscribers_what_was_committed_since(
     assert got == new
     assert not set(old) & set(got)
     sub.close()
+
+
+def test_an_event_reads_back_as_written_with_every_field() -> None:
+    changed_at = datetime(2026, 12, 4, 20, 0, 0, 123456, tzinfo=UTC)
+    event = events.StatusEvent(
+        order_id=7, user_id=3, status="PAID", previous_status="PENDING", version=2,
+        changed_at=changed_at,
+    )  # fmt: skip
+    wire = orjson.loads(event.encode())
+    assert set(wire) == {f.name for f in fields(events.StatusEvent)}
+    assert wire["changed_at"] == "2026-12-04T20:00:00.123456+00:00"
+    assert events.StatusEvent.decode(event.encode()) == event
