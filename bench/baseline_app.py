@@ -34,23 +34,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bench import page
 from infra.logs import configure_logging
 from infra.security import decode_access_token
 from infra.settings import Settings, load_settings
-from models import queries
 from server.app import create_app, freeze_startup_heap
-
-# The statements production runs for `orders(limit: N) { total pages items { ... user } }`
-# for a USER (see resolvers/orders.py and RequestContext.current_user): the caller, then
-# the count, the page and its lines in one statement. Taken from models/queries.py, so the
-# baseline always runs what production runs.
-SQL_USER = queries.USER_BY_ID.pg
-
-
-def _page_sql(user_id: int) -> str:
-    where = queries.OrderFilter(user_id=user_id)
-    return queries.page_statement(where, with_lines=True, with_owners=False).pg
-
 
 SQL_PRICES = "SELECT sku, price_cents FROM products WHERE sku = ANY($1::text[])"
 SQL_INSERT_ORDER = (
@@ -93,10 +81,6 @@ def _dump_tasks() -> None:
         task.print_stack(file=out)
     sys.stderr.write(out.getvalue())
     sys.stderr.flush()
-
-
-def _iso(value: datetime) -> str:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def _bearer_user_id(request: Request, settings: Settings) -> int | None:
@@ -144,44 +128,11 @@ def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
             return _unauthenticated()
         body = orjson.loads(await request.body())
         limit = int((body.get("variables") or {}).get("limit", 10))
-        page = 1
         async with box["pool"].acquire() as conn:
-            caller = await conn.fetchrow(SQL_USER, user_id)
-            if caller is None:
-                return _unauthenticated()
-            # One row per line: the count, the order's columns (1-9), the line's (10-14).
-            rows = await conn.fetch(_page_sql(user_id), user_id, limit, (page - 1) * limit)
-        total = rows[0]["total"] if rows else 0
-        # A USER's orders are all the caller's own: production reads no other owner.
-        owner = {"id": str(caller["id"]), "email": caller["email"], "role": caller["role"]}
-        orders: dict[int, dict[str, Any]] = {}
-        for r in rows:
-            if r[1] is None:
-                continue
-            order = orders.get(r[1])
-            if order is None:
-                order = orders[r[1]] = {
-                    "id": str(r[1]),
-                    "status": r[3],
-                    "version": r[4],
-                    "amountCents": r[7],
-                    "createdAt": _iso(r[8]),
-                    "items": [],
-                    "user": owner,
-                }
-            if r[10] is not None:
-                order["items"].append(
-                    {
-                        "sku": r[12],
-                        "qty": r[13],
-                        "unitPriceCents": r[14],
-                        "lineTotalCents": r[14] * r[13],
-                    }
-                )
-        items = list(orders.values())
-        pages = -(-total // limit) if total else 0
-        data = {"orders": {"total": total, "page": page, "pages": pages, "items": items}}
-        return Response(orjson.dumps({"data": data}), media_type="application/json")
+            found = await page.read(conn, user_id, limit)
+        if found is None:
+            return _unauthenticated()
+        return Response(orjson.dumps(page.as_json(*found, limit)), media_type="application/json")
 
     async def create_order(request: Request) -> Response:
         user_id = _bearer_user_id(request, settings)

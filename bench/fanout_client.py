@@ -24,6 +24,7 @@ import resource
 import sys
 import time
 from datetime import datetime
+from typing import cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -64,9 +65,9 @@ class Subscriber(asyncio.Protocol):
 
     # -- transport callbacks --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        self.transport.write(
             (
                 f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -181,6 +182,17 @@ class Run:
     failures: list[Failure] = field(default_factory=list)
     stuck_shutdowns: list[str] = field(default_factory=list)
     batches: int = 0
+    # The page of orders as each server answered it (path -> JSON): all must be the same.
+    page_answers: dict[str, Any] = field(default_factory=dict)
+
+    def check_page(self, where: str, answer: dict[str, Any]) -> None:
+        """Every server that answers the read workloads' page answers it the same."""
+        page = answer["data"]["orders"]
+        assert page["total"] >= 200 and len(page["items"]) == 10, page
+        assert all(len(o["items"]) == 2 and o["user"] for o in page["items"]), page
+        for other, seen in self.page_answers.items():
+            assert seen == answer, f"{where} answers the page differently from {other}"
+        self.page_answers[where] = answer
 
     @property
     def db_url(self) -> str:
@@ -211,18 +223,30 @@ class Run:
         env.update(overrides)
         return env
 
-    def launch_server(self, name: str, *, workers: int, pinned: bool, **env: str) -> Server:
-        """Start a server process; `wait_ready` waits until it answers."""
+    def launch_server(
+        self,
+        name: str,
+        *,
+        workers: int,
+        pinned: bool,
+        reference: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Server:
+        """Start a server process (the service, or with `reference` the issue's reference
+        servers of bench/reference_app.py) with `env` over the run's environment;
+        `wait_ready` waits until it answers."""
         port = free_port()
         log_path = self.workdir / f"server-{name}.log"
         pin = ["taskset", "-c", "0"] if pinned else []
         cmd = [*pin, sys.executable, "-m", "bench.serve", "--port", str(port)]
         cmd += ["--workers", str(workers)]
+        if reference:
+            cmd += ["--app", "bench.reference_app:app", "--bare"]
         with open(log_path, "wb") as out:
             process = subprocess.Popen(
                 cmd,
                 cwd=REPO,
-                env=self.server_env(**env),
+                env=self.server_env(**(env or {})),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -261,8 +285,18 @@ class Run:
         )
         return server
 
-    def start_server(self, name: str, *, workers: int, pinned: bool, **env: str) -> Server:
-        return self.wait_ready(self.launch_server(name, workers=workers, pinned=pinned, **env))
+    def start_server(
+        self,
+        name: str,
+        *,
+        workers: int,
+        pinned: bool,
+        reference: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Server:
+        return self.wait_ready(
+            self.launch_server(name, workers=workers, pinned=pinned, reference=reference, env=env)
+        )
 
     def stop_server(self, server: Server, *, wait: bool = True) -> None:
         """Stop a server; without `wait`, cleanup reaps it (the smoke run does not wait)."""
@@ -599,19 +633,13 @@ def read_workloads(run: Run, key: str) -> list[Workload]:
     token = run.tokens["reader"]
     body = graphql_body(ORDERS_QUERY, {"limit": 10})
     headers = json_headers(token)
-    seen: dict[str, Any] = {}
 
     def sample(path: str) -> Callable[[str], None]:
         def check(url: str) -> None:
             asyncio.run(analyze(run))
             answer = _check_graphql(httpx.post(url + path, content=body, headers=headers))
-            page = answer["data"]["orders"]
-            assert page["total"] >= 200 and len(page["items"]) == 10, page
-            assert all(len(o["items"]) == 2 and o["user"] for o in page["items"]), page
-            seen[path] = answer
-            if len(seen) == 2:
-                # The baseline must answer exactly what GraphQL answers.
-                assert seen["/bench/orders"] == seen["/graphql"], "baseline JSON differs"
+            # The baseline must answer exactly what GraphQL answers (and the references).
+            run.check_page("the service's " + path, answer)
 
         return check
 
@@ -715,6 +743,74 @@ def webhook_workloads(run: Run, config: str, expected_rps: dict[str, float]) -> 
     return out
 
 
+REFERENCE = "reference"
+
+
+def reference_workloads(run: Run) -> list[Workload]:
+    """The issue's four reference figures: a bare Starlette route and stock Strawberry,
+    on a trivial request and on the read workloads' page (bench/reference_app.py)."""
+    typename = graphql_body("{ __typename }", {})
+    page_body = graphql_body(ORDERS_QUERY, {"limit": 10})
+    reader = json_headers(run.tokens["reader"])
+
+    def sample_trivial(path: str, method: str) -> Callable[[str], None]:
+        def check(url: str) -> None:
+            content = typename if method == "POST" else None
+            r = httpx.request(method, url + path, content=content, headers=json_headers())
+            assert r.status_code == 200 and r.json() == {"data": {"__typename": "Query"}}, r.text
+
+        return check
+
+    def sample_page(path: str) -> Callable[[str], None]:
+        def check(url: str) -> None:
+            asyncio.run(analyze(run))
+            answer = _check_graphql(httpx.post(url + path, content=page_body, headers=reader))
+            run.check_page("the reference's " + path, answer)
+
+        return check
+
+    return [
+        Workload(
+            "overhead",
+            "trivial request",
+            "bare",
+            LoadSpec("GET", "/plain"),
+            sample_trivial("/plain", "GET"),
+        ),
+        Workload(
+            "overhead",
+            "trivial request",
+            "stock",
+            LoadSpec("POST", "/graphql", json_headers(), typename),
+            sample_trivial("/graphql", "POST"),
+        ),
+        Workload(
+            "reads_cold",
+            "orders(limit: 10)",
+            "bare",
+            LoadSpec("POST", "/orders", reader, page_body),
+            sample_page("/orders"),
+        ),
+        Workload(
+            "reads_cold",
+            "orders(limit: 10)",
+            "stock",
+            LoadSpec("POST", "/graphql", reader, page_body),
+            sample_page("/graphql"),
+        ),
+    ]
+
+
+def reference_suite(run: Run, *, wait: bool = True) -> None:
+    """The reference servers on one pinned worker, as the issue measured them."""
+    server = run.start_server(REFERENCE, workers=1, pinned=True, reference=True)
+    try:
+        for w in reference_workloads(run):
+            measure(run, server, w, config=REFERENCE)
+    finally:
+        run.stop_server(server, wait=wait)
+
+
 def cold_suite(run: Run, server: Server, config: str) -> None:
     """Everything measured with the read cache off: overhead, cold reads, writes, webhooks."""
     for w in (
@@ -780,18 +876,20 @@ def profile_suite(run: Run, server: Server, keys: tuple[str, ...]) -> None:
             spec = LoadSpec(
                 "POST", "/payments/webhook", json_headers(), mode="lines", lines_file=str(lines)
             )
+        load = functools.partial(
+            run_load,
+            spec,
+            server.url,
+            duration=seconds + 1,
+            connections=run.args.connections,
+            cpus="1",
+            workdir=run.workdir,
+            use_wrk=run.args.wrk,
+        )
         try:
             summary = profiling.record_under_load(
                 server.process.pid,
-                lambda spec=spec: run_load(
-                    spec,
-                    server.url,
-                    duration=seconds + 1,
-                    connections=run.args.connections,
-                    cpus="1",
-                    workdir=run.workdir,
-                    use_wrk=run.args.wrk,
-                ),
+                load,
                 seconds=seconds,
                 out=run.workdir / f"profile-{key}.txt",
             )
@@ -1036,7 +1134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fanout", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1000,5000")
     p.add_argument("--fanout-rate", type=float, help="status changes per second")
     p.add_argument("--fanout-events", type=int, help="status changes per level")
-    p.add_argument("--only", default="", help="comma-separated: http1,http2,fanout")
+    p.add_argument("--only", default="", help="comma-separated: reference,http1,http2,fanout")
     p.add_argument("--connections", type=int, help="concurrent connections (default 32)")
     p.add_argument("--no-profile", dest="profile", action="store_false", default=None)
     p.add_argument("--profile-seconds", type=float, default=4.0)
@@ -1077,7 +1175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.wrk and not have_wrk():
         p.error("wrk is not installed (apt-get install wrk), or pass --pyload")
     args.only = set(filter(None, args.only.split(","))) or (
-        {"http1", "fanout"} if smoke else {"http1", "http2", "fanout"}
+        {"http1", "fanout"} if smoke else {"reference", "http1", "http2", "fanout"}
     )
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="bench-smoke-")) if smoke else REPO / "docs"
@@ -1090,26 +1188,28 @@ FANOUT_ENV = {"WS_MAX_CONNECTIONS_PER_USER": "1000000"}
 def full_suites(run: Run) -> None:
     """One fresh server per configuration, each stopped before the next one starts."""
     only = run.args.only
+    if "reference" in only:
+        reference_suite(run)
     for workers, pinned, part in ((1, True, "http1"), (2, False, "http2")):
         if part not in only:
             continue
         config = "1w-pinned" if pinned else f"{workers}w"
         server = run.start_server(
-            f"{config}-cold", workers=workers, pinned=pinned, CACHE_TTL_SECONDS="0"
+            f"{config}-cold", workers=workers, pinned=pinned, env={"CACHE_TTL_SECONDS": "0"}
         )
         try:
             cold_suite(run, server, config)
         finally:
             run.stop_server(server)
         server = run.start_server(
-            f"{config}-warm", workers=workers, pinned=pinned, CACHE_TTL_SECONDS="30"
+            f"{config}-warm", workers=workers, pinned=pinned, env={"CACHE_TTL_SECONDS": "30"}
         )
         try:
             warm_suite(run, server, config)
         finally:
             run.stop_server(server)
     if "fanout" in only:
-        server = run.start_server("fanout", workers=1, pinned=True, **FANOUT_ENV)
+        server = run.start_server("fanout", workers=1, pinned=True, env=FANOUT_ENV)
         try:
             run_fanout(run, server)
         finally:
@@ -1119,12 +1219,18 @@ def full_suites(run: Run) -> None:
 def smoke_suites(run: Run) -> None:
     """Every workload once, briefly, on one worker: both servers start together, and the
     fan-out uses the warm one."""
-    cold = run.launch_server("1w-pinned-cold", workers=1, pinned=True, CACHE_TTL_SECONDS="0")
+    cold = run.launch_server(
+        "1w-pinned-cold", workers=1, pinned=True, env={"CACHE_TTL_SECONDS": "0"}
+    )
     warm = run.launch_server(
-        "1w-pinned-warm", workers=1, pinned=True, CACHE_TTL_SECONDS="30", **FANOUT_ENV
+        "1w-pinned-warm",
+        workers=1,
+        pinned=True,
+        env={"CACHE_TTL_SECONDS": "30", **FANOUT_ENV},
     )
     run.wait_ready(cold)
     run.wait_ready(warm)
+    reference_suite(run, wait=False)
     cold_suite(run, cold, "1w-pinned")
     run.stop_server(cold, wait=False)
     warm_suite(run, warm, "1w-pinned")

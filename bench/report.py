@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# The issue's reference: a bare Starlette JSON route on one pinned uvicorn worker of its
-# 2-core machine. This run's plain route over this figure scales the absolute targets.
-REFERENCE_PLAIN_RPS = 12_400
+# The issue's figures from its own machine, one pinned uvicorn worker each (requests/s).
+# bench/reference_app.py serves the same four things in every run: what this run
+# measured over these tells how fast this machine is, and scales the absolute targets.
+REFERENCE = "reference"
+ISSUE_FIGURES = {
+    ("overhead", "bare"): 12_400,  # a bare Starlette JSON route
+    ("overhead", "stock"): 2_300,  # stock Strawberry, `{ __typename }`, caches on
+    ("reads_cold", "bare"): 1_860,  # a bare route: the page of 10 orders with asyncpg
+    ("reads_cold", "stock"): 370,  # stock Strawberry: the same page, same statements
+}
 NOTES = HERE / "NOTES.md"
 BEFORE = HERE / "before.json"
 
@@ -64,17 +71,31 @@ def _fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
 
 
 def _configs(results: list[dict[str, Any]]) -> list[str]:
+    """The service's configurations, in the order they were measured."""
     seen: list[str] = []
     for r in results:
-        if r["config"] not in seen:
+        if r["config"] not in seen and r["config"] != REFERENCE:
             seen.append(r["config"])
     return seen
 
 
-def machine_scale(results: list[dict[str, Any]]) -> float | None:
-    """This machine's speed against the issue's: the plain route's requests/s, pinned."""
-    _, plain = _pair(results, "1w-pinned", "overhead")
-    return plain["rps"] / REFERENCE_PLAIN_RPS if plain and plain["rps"] else None
+def reference(results: list[dict[str, Any]], key: str, side: str) -> dict[str, Any] | None:
+    """The reference server's row for a workload: side "bare" or "stock"."""
+    return next(
+        (
+            r
+            for r in results
+            if r["config"] == REFERENCE and r["workload"] == key and r["side"] == side
+        ),
+        None,
+    )
+
+
+def machine_factor(results: list[dict[str, Any]], key: str) -> float | None:
+    """How much faster this machine ran the issue's bare route for `key` ("overhead": the
+    JSON route; "reads_cold": the page with asyncpg) than the issue's machine did."""
+    row = reference(results, key, "bare")
+    return row["rps"] / ISSUE_FIGURES[(key, "bare")] if row and row["rps"] else None
 
 
 def targets(
@@ -85,8 +106,14 @@ def targets(
     configs = _configs(results)
     pinned = "1w-pinned"
     absolute = "2w" if "2w" in configs else pinned
-    scale = machine_scale(results)
+    # The database workloads scale with the bare page route; the fan-out (Python and
+    # socket writes, no database) with the bare JSON route.
+    db_scale = machine_factor(results, "reads_cold")
+    cpu_scale = machine_factor(results, "overhead")
     out: list[tuple[str, str, str, bool | None, str]] = []
+
+    def scaled_mark(ok: bool) -> str:
+        return "yes" if ok else "**no**"
 
     def add_ratio(key: str, goal: float) -> None:
         r = ratio(results, pinned, key)
@@ -104,9 +131,8 @@ def targets(
         g, _ = _pair(results, absolute, key)
         v = g["rps"] if g else None
         scaled = ""
-        if scale is not None and v is not None:
-            mark = "yes" if v >= goal * scale else "**no**"
-            scaled = f">= {goal * scale:,.0f} req/s: {mark}"
+        if db_scale is not None and v is not None:
+            scaled = f">= {goal * db_scale:,.0f} req/s: {scaled_mark(v >= goal * db_scale)}"
         out.append(
             (
                 f"{SHORT[key]}: >= {goal:,.0f} req/s",
@@ -123,9 +149,9 @@ def targets(
     g, _ = _pair(results, absolute, "reads_cold")
     p99 = g["p99_ms"] if g else None
     scaled_p99 = ""
-    if scale is not None and p99 is not None:
+    if db_scale is not None and p99 is not None:
         # A machine `scale` times as fast takes 1/scale as long for the same work.
-        scaled_p99 = f"<= {60 / scale:,.0f} ms: {'yes' if p99 <= 60 / scale else '**no**'}"
+        scaled_p99 = f"<= {60 / db_scale:,.0f} ms: {scaled_mark(p99 <= 60 / db_scale)}"
     out.append(
         (
             "reads cold: p99 <= 60 ms at 32 connections",
@@ -144,9 +170,9 @@ def targets(
     if big is not None:
         level = f"{big['level']:,} subscribers"
         scaled_fanout = ""
-        if scale is not None and big["p99_ms"] is not None:
-            ok = big["p99_ms"] <= 500 / scale
-            scaled_fanout = f"<= {500 / scale:,.0f} ms: {'yes' if ok else '**no**'}"
+        if cpu_scale is not None and big["p99_ms"] is not None:
+            ok = big["p99_ms"] <= 500 / cpu_scale
+            scaled_fanout = f"<= {500 / cpu_scale:,.0f} ms: {scaled_mark(ok)}"
         out.append(
             (
                 f"fan-out: p99 <= 500 ms ({level})",
@@ -168,6 +194,78 @@ def targets(
                 "",
             )
         )
+    return out
+
+
+def _reference_section(results: list[dict[str, Any]]) -> list[str]:
+    """The issue's reference figures measured here, and the service beside stock
+    Strawberry on the same machine in the same run."""
+    if not any(r["config"] == REFERENCE for r in results):
+        return []
+    names = {
+        ("overhead", "bare"): "bare Starlette JSON route",
+        ("overhead", "stock"): "stock Strawberry, `{ __typename }` (parser and validation caches)",
+        ("reads_cold", "bare"): "bare Starlette route: the page of 10 orders with asyncpg",
+        ("reads_cold", "stock"): "stock Strawberry: the same page from the same statements",
+    }
+    out = [
+        "## The issue's reference figures, measured in this run",
+        "",
+        "`bench/reference_app.py`: the bare routes and stock Strawberry (`strawberry.asgi."
+        "GraphQL`) with nothing around them (no middleware, access log, metrics or limits), "
+        "served by uvicorn's defaults on one worker pinned like the service's, the same "
+        "load. Both page answers are checked byte for byte against the service's.",
+        "",
+        "| reference | issue's machine, req/s | this run, req/s | this run / issue's | "
+        "stock / bare: issue's | this run | CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (key, side), label in names.items():
+        row = reference(results, key, side)
+        if row is None:
+            continue
+        theirs = ISSUE_FIGURES[(key, side)]
+        stock_ratio = ours_ratio = ""
+        if side == "stock":
+            bare = reference(results, key, "bare")
+            stock_ratio = f"{theirs / ISSUE_FIGURES[(key, 'bare')]:.2f}"
+            ours_ratio = _fmt(row["rps"] / bare["rps"] if bare and bare["rps"] else None, 2)
+        out.append(
+            f"| {label} | {theirs:,} | {row['rps']:,.0f} | {row['rps'] / theirs:.2f} | "
+            f"{stock_ratio} | {ours_ratio} | {row['cpu_us_per_request']:,.0f} |"
+        )
+    out += [
+        "",
+        "The service against stock Strawberry, both on one pinned worker of this run. The "
+        "service carries what stock Strawberry does not: the request-id and body-limit "
+        "middleware, an access-log line and a latency histogram per request, the caller "
+        "looked up in the database (its role) on every authenticated request, error codes "
+        "and the document limits.",
+        "",
+        "| workload | stock Strawberry, req/s | service, req/s | service / stock | "
+        "stock CPU µs/req | service CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, stock_key in (
+        ("overhead", "overhead"),
+        ("reads_cold", "reads_cold"),
+        ("reads_warm", "reads_cold"),
+    ):
+        stock = reference(results, stock_key, "stock")
+        service, _ = _pair(results, "1w-pinned", key)
+        if stock is None or service is None or not stock["rps"]:
+            continue
+        out.append(
+            f"| {SHORT[key]} | {stock['rps']:,.0f} | {service['rps']:,.0f} | "
+            f"{service['rps'] / stock['rps']:.2f} | {stock['cpu_us_per_request']:,.0f} | "
+            f"{service['cpu_us_per_request']:,.0f} |"
+        )
+    out += [
+        "",
+        "(Stock Strawberry has no read cache: the warm row sets the service's cached reads "
+        "beside its uncached page.)",
+        "",
+    ]
     return out
 
 
@@ -227,46 +325,68 @@ def _profile_section(profiles: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _before_after(results: list[dict[str, Any]], fanout: list[dict[str, Any]]) -> list[str]:
+def befores() -> list[dict[str, Any]]:
+    """The earlier runs that reports set their figures beside (bench/before.json), oldest
+    first."""
     if not BEFORE.exists():
         return []
-    before = json.loads(BEFORE.read_text())
-    out = [
-        "## Before and after the fixes",
+    kept = json.loads(BEFORE.read_text())
+    return kept if isinstance(kept, list) else [kept]
+
+
+def _before_after(results: list[dict[str, Any]], fanout: list[dict[str, Any]]) -> list[str]:
+    runs = befores()
+    if not runs:
+        return []
+    labels = [b.get("label", f"before {i + 1}") for i, b in enumerate(runs)]
+    out = ["## Before and after the fixes", ""]
+    for label, b in zip(labels, runs, strict=True):
+        out.append(
+            f"- *{label}*: {b.get('description', 'an earlier run')} (git `{b.get('git')}`, "
+            f"load average {b.get('load', '?')})."
+        )
+    out += [
+        "- *now*: this run.",
         "",
-        f"*Before*: {before.get('description', 'an earlier run')} "
-        f"(load average {before.get('load', '?')}). *After*: this run. Both on one pinned "
-        "worker; ratios and CPU per request compare across runs better than raw "
-        "requests/s on this shared machine.",
+        "All on one pinned worker. Runs on other machines compare by their ratios (each "
+        "against a baseline measured beside it); CPU per request compares only between runs "
+        "on the same machine.",
         "",
-        "| workload | ratio before | ratio after | CPU µs/req before | CPU µs/req after |",
-        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    head = " | ".join(labels)
+    cols = len(labels) + 1
+    out += [
+        f"| workload | ratio: {head} | now | CPU µs/req: {head} | now |",
+        "| --- |" + " ---: |" * (2 * cols),
     ]
     for key, _ in WORKLOADS:
-        b = before.get("workloads", {}).get(key) or {}
+        old = [b.get("workloads", {}).get(key) or {} for b in runs]
         g, _ = _pair(results, "1w-pinned", key)
-        if not b and g is None:
+        if not any(old) and g is None:
             continue
-        out.append(
-            f"| {SHORT[key]} | {_fmt(b.get('ratio'), 2)} | "
-            f"{_fmt(ratio(results, '1w-pinned', key), 2)} | "
-            f"{_fmt(b.get('cpu_us'))} | {_fmt(g and g['cpu_us_per_request'])} |"
-        )
-    now = {f["level"]: f for f in fanout}
-    if before.get("fanout"):
+        ratios = [_fmt(o.get("ratio"), 2) for o in old]
+        ratios.append(_fmt(ratio(results, "1w-pinned", key), 2))
+        cpus = [_fmt(o.get("cpu_us")) for o in old]
+        cpus.append(_fmt(g["cpu_us_per_request"] if g else None))
+        out.append(f"| {SHORT[key]} | " + " | ".join(ratios + cpus) + " |")
+    if any(b.get("fanout") for b in runs):
+        now = {f["level"]: f for f in fanout}
+        levels = sorted({f["level"] for b in runs for f in b.get("fanout", [])} | set(now))
         out += [
             "",
-            "| fan-out | p99 ms before | p99 ms after | CPU µs/delivery before | after "
-            "| KB/subscriber before | after |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| fan-out | p99 ms: {head} | now | CPU µs/delivery: {head} | now "
+            f"| KB/subscriber: {head} | now |",
+            "| ---: |" + " ---: |" * (3 * cols),
         ]
-        for f in before["fanout"]:
-            n = now.get(f["level"], {})
-            out.append(
-                f"| {f['level']:,} | {_fmt(f.get('p99_ms'))} | {_fmt(n.get('p99_ms'))} | "
-                f"{_fmt(f.get('cpu_us_per_delivery'))} | {_fmt(n.get('cpu_us_per_delivery'))} | "
-                f"{_fmt(f.get('kb_per_subscriber'), 1)} | {_fmt(n.get('kb_per_subscriber'), 1)} |"
-            )
+        for level in levels:
+            rows: list[dict[str, Any]] = [
+                next((f for f in b.get("fanout", []) if f["level"] == level), {}) for b in runs
+            ]
+            rows.append(now.get(level, {}))
+            cells = [_fmt(r.get("p99_ms")) for r in rows]
+            cells += [_fmt(r.get("cpu_us_per_delivery")) for r in rows]
+            cells += [_fmt(r.get("kb_per_subscriber"), 1) for r in rows]
+            out.append(f"| {level:,} | " + " | ".join(cells) + " |")
     out.append("")
     return out
 
@@ -369,15 +489,18 @@ def render(
                 f"{f['cpu_us_per_delivery']:.0f} | {f['connect_seconds']:.1f} |"
             )
         lines.append("")
+    lines += _reference_section(results)
     rows = targets(results, fanout)
     if rows:
-        scale = machine_scale(results)
+        db_scale = machine_factor(results, "reads_cold")
+        cpu_scale = machine_factor(results, "overhead")
         scale_note = (
-            f"This run's plain route did {scale * REFERENCE_PLAIN_RPS:,.0f} requests/s on the "
-            f"pinned worker against the issue's {REFERENCE_PLAIN_RPS:,} on its machine: this "
-            f"machine ran at {scale:.2f} of that one, and the last column holds the absolute "
-            "goals scaled by that factor."
-            if scale is not None
+            f"This machine ran the issue's bare page route {db_scale:.2f} times and its bare "
+            f"JSON route {cpu_scale:.2f} times as fast as the issue's machine did (the "
+            "reference figures above); the last column holds the absolute goals scaled by "
+            "the first factor (the fan-out's by the second), what the same code would have "
+            "to reach here to meet them there."
+            if db_scale is not None and cpu_scale is not None
             else ""
         )
         lines += [
@@ -403,7 +526,12 @@ def render(
     return "\n".join(lines)
 
 
-def chart(path: Path, results: list[dict[str, Any]], fanout: list[dict[str, Any]]) -> bool:
+def chart(
+    path: Path,
+    results: list[dict[str, Any]],
+    fanout: list[dict[str, Any]],
+    connections: int = 32,
+) -> bool:
     try:
         import matplotlib
 
@@ -419,28 +547,43 @@ def chart(path: Path, results: list[dict[str, Any]], fanout: list[dict[str, Any]
     for ax, config in zip(axes[0], configs, strict=False):
         keys = [k for k, _ in WORKLOADS if any(_pair(results, config, k))]
         xs = range(len(keys))
-        for offset, side, color in ((-0.2, "baseline", "#9aa5b1"), (0.2, "graphql", "#2f6db5")):
-            values = [
-                (_pair(results, config, k)[0 if side == "graphql" else 1] or {}).get("rps", 0)
-                for k in keys
-            ]
-            ax.bar(
-                [x + offset for x in xs],
-                values,
-                width=0.4,
-                color=color,
-                label="baseline" if side == "baseline" else "service (GraphQL / webhook)",
-            )
+        # Stock Strawberry beside the pinned worker's figures, where the run measured it.
+        stock = {
+            k: row
+            for k in keys
+            if config == "1w-pinned" and (row := reference(results, k, "stock")) is not None
+        }
+        sides = [("baseline", "#9aa5b1", "baseline"), ("graphql", "#2f6db5", "service")]
+        if stock:
+            sides.append(("stock", "#e08a2c", "stock Strawberry"))
+        width = 0.8 / len(sides)
+        for i, (side, color, label) in enumerate(sides):
+            offset = (i - (len(sides) - 1) / 2) * width
+            values = []
+            for k in keys:
+                if side == "stock":
+                    values.append(stock[k]["rps"] if k in stock else 0)
+                else:
+                    row = _pair(results, config, k)[0 if side == "graphql" else 1]
+                    values.append((row or {}).get("rps", 0))
+            ax.bar([x + offset for x in xs], values, width=width, color=color, label=label)
+        service_offset = (1 - (len(sides) - 1) / 2) * width
         for x, k in zip(xs, keys, strict=True):
             r = ratio(results, config, k)
             if r is not None:
                 g = _pair(results, config, k)[0]
                 assert g is not None
-                ax.annotate(f"{r:.2f}x", (x + 0.2, g["rps"]), ha="center", va="bottom", fontsize=8)
+                ax.annotate(
+                    f"{r:.2f}x",
+                    (x + service_offset, g["rps"]),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
         ax.set_xticks(list(xs), [SHORT[k] for k in keys], rotation=20)
         ax.set_yscale("log")
         ax.set_ylabel("requests/s (log)")
-        ax.set_title(f"{config}: 32 connections")
+        ax.set_title(f"{config}: {connections} connections")
         ax.legend(fontsize=8)
     if fanout:
         ax = axes[0][-1]
@@ -476,7 +619,7 @@ def write(
     settings: dict[str, Any],
 ) -> list[Path]:
     png = out_dir / "benchmarks.png"
-    has_chart = chart(png, results, fanout)
+    has_chart = chart(png, results, fanout, settings.get("connections", 32))
     md = out_dir / "benchmarks.md"
     md.write_text(
         render(
@@ -507,8 +650,8 @@ def write(
     return [md, png, data] if has_chart else [md, data]
 
 
-def as_before(report: dict[str, Any], description: str) -> dict[str, Any]:
-    """A run's benchmarks.json, summed up as bench/before.json (what later reports set
+def as_before(report: dict[str, Any], label: str, description: str) -> dict[str, Any]:
+    """A run's benchmarks.json, summed up for bench/before.json (what later reports set
     their figures beside)."""
     results = report["results"]
     machine = report["machine"]
@@ -527,6 +670,7 @@ def as_before(report: dict[str, Any], description: str) -> dict[str, Any]:
         }
     keep = ("level", "p50_ms", "p99_ms", "lost", "kb_per_subscriber", "cpu_us_per_delivery")
     return {
+        "label": label,
         "description": description,
         "git": machine.get("git"),
         "load": ", ".join(f"{x:.2f}" for x in machine.get("load_before", ())),
@@ -543,8 +687,11 @@ def main(argv: list[str] | None = None) -> None:
         description="Work with a run's benchmarks.json without running the harness again.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    keep = commands.add_parser("before", help="keep its figures as bench/before.json")
+    keep = commands.add_parser(
+        "before", help="add its figures to bench/before.json (replacing one of the same label)"
+    )
     keep.add_argument("benchmarks_json", type=Path)
+    keep.add_argument("label", help="a short name for the run, e.g. '2026-12-04 start'")
     keep.add_argument("description", help="what the run measured, for the report")
     render_cmd = commands.add_parser(
         "render", help="write its report and chart again (after editing NOTES.md, say)"
@@ -553,8 +700,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data = json.loads(args.benchmarks_json.read_text())
     if args.command == "before":
-        BEFORE.write_text(json.dumps(as_before(data, args.description), indent=1) + "\n")
-        print(f"wrote {BEFORE}")
+        kept = [b for b in befores() if b.get("label") != args.label]
+        kept.append(as_before(data, args.label, args.description))
+        BEFORE.write_text(json.dumps(kept, indent=1) + "\n")
+        print(f"wrote {BEFORE}: {len(kept)} runs")
         return
     paths = write(
         args.benchmarks_json.parent,
