@@ -231,10 +231,12 @@ class Run:
         pinned: bool,
         reference: bool = False,
         env: dict[str, str] | None = None,
+        tree: Path = REPO,
     ) -> Server:
         """Start a server process (the service, or with `reference` the issue's reference
-        servers of bench/reference_app.py) with `env` over the run's environment;
-        `wait_ready` waits until it answers."""
+        servers of bench/reference_app.py) with `env` over the run's environment, from
+        the checkout at `tree` (another revision's, for bench/ab); `wait_ready` waits
+        until it answers."""
         port = free_port()
         log_path = self.workdir / f"server-{name}.log"
         pin = ["taskset", "-c", "0"] if pinned else []
@@ -245,8 +247,8 @@ class Run:
         with open(log_path, "wb") as out:
             process = subprocess.Popen(
                 cmd,
-                cwd=REPO,
-                env=self.server_env(**(env or {})),
+                cwd=tree,
+                env=self.server_env(PYTHONPATH=str(tree), **(env or {})),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
