@@ -313,7 +313,9 @@ def _profile_section(profiles: list[dict[str, Any]]) -> list[str]:
         )
     out += [
         "",
-        "Inclusive time (a sample counts for every library on its stack):",
+        "Inclusive time (a sample counts for every library on its stack). Lower bounds: "
+        "`py-spy --nonblocking` reads a running process without stopping it and sometimes "
+        "gets only the innermost frames of a stack.",
         "",
     ]
     for p in profiles:
