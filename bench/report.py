@@ -300,7 +300,10 @@ def _profile_section(profiles: list[dict[str, Any]]) -> list[str]:
         "",
         "Self time by library: the share of samples whose innermost Python frame is in that "
         "library (C code is charged to the Python frame that called it). Sampled in separate "
-        "runs after the measurements, so the profiler does not slow the numbers above.",
+        "runs after the measurements, so the profiler does not slow the numbers above. py-spy "
+        "stops the process for each sample, which makes a line that makes a system call "
+        "look costlier than it is (bench/profile.py); what a change saves is measured with "
+        "bench/ab.",
         "",
         "| workload | samples | self time by library | hottest functions (self) |",
         "| --- | ---: | --- | --- |",
@@ -313,9 +316,7 @@ def _profile_section(profiles: list[dict[str, Any]]) -> list[str]:
         )
     out += [
         "",
-        "Inclusive time (a sample counts for every library on its stack). Lower bounds: "
-        "`py-spy --nonblocking` reads a running process without stopping it and sometimes "
-        "gets only the innermost frames of a stack.",
+        "Inclusive time (a sample counts for every library on its stack):",
         "",
     ]
     for p in profiles:
