@@ -1059,6 +1059,11 @@ def run_fanout(run: Run, server: Server) -> None:
 # -- machine -----------------------------------------------------------------------------
 
 
+# What a run measures: the checkout but the report's own inputs (bench/NOTES.md,
+# bench/before.json) and outputs (docs/), which change nothing that was measured.
+CODE = ["--", ".", ":!docs", ":!bench/NOTES.md", ":!bench/before.json"]
+
+
 def machine_info(run: Run) -> dict[str, Any]:
     def first(cmd: list[str]) -> str:
         try:
@@ -1111,7 +1116,9 @@ def machine_info(run: Run) -> dict[str, Any]:
         "wrk": first(["wrk", "-v"]).splitlines()[0] if have_wrk() and run.args.wrk else "not used",
         "load_before": os.getloadavg(),
         "git": first(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-        "git_dirty": bool(first(["git", "-C", str(REPO), "status", "--porcelain", "--", "."])),
+        # The report's own inputs (bench/NOTES.md, bench/before.json) and outputs do not
+        # change what was measured.
+        "git_dirty": bool(first(["git", "-C", str(REPO), "status", "--porcelain", *CODE])),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
