@@ -460,8 +460,10 @@ def render(
         "(`taskset -c 0`), the load on CPU 1. **2w**: `--workers 2`, nothing pinned.",
         "- Server CPU µs/req: utime + stime of the server's processes (from /proc) over the "
         "measurement, divided by the requests answered. PostgreSQL's and Redis's CPU is not in it.",
+        "- The issue's reference servers (`bench/reference_app.py`, below) are measured "
+        "first, on the pinned worker's core, the same way.",
         "- Every measurement checks its answers: one request is checked in full first (the "
-        "baseline read must return byte-for-byte the JSON that GraphQL returns), any "
+        "baseline's and the references' reads must return the JSON that GraphQL returns), any "
         "non-2xx answer fails the run, and for writes and webhooks the rows in the database "
         "must match the answers counted.",
         "",
