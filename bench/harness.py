@@ -1135,6 +1135,19 @@ def _dist_version(name: str) -> str:
 # -- main --------------------------------------------------------------------------------
 
 
+def add_service_urls(p: argparse.ArgumentParser) -> None:
+    """Where the harness finds PostgreSQL (a throwaway database is made there) and Redis."""
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    p.add_argument(
+        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     p.add_argument("--smoke", action="store_true", help="tiny durations, 1 worker, 100 subscribers")
@@ -1155,15 +1168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="use bench.pyload even when wrk is installed",
     )
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
-    p.add_argument(
-        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
+    add_service_urls(p)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
