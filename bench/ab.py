@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,15 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             args.redis_url,
         ]
     )
-    run_id = f"ab{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}_{os.getpid()}"
-    run = Run(
-        args=bench_args,
-        run_id=run_id,
-        workdir=Path(tempfile.mkdtemp(prefix=f"bench-{run_id}-")),
-        admin_dsn=args.database_url.replace("postgresql+asyncpg://", "postgresql://", 1),
-        redis_url=args.redis_url,
-        prefix=f"bench-{run_id}:",
-    )
+    run = Run.start(bench_args, tag="ab")
     a_name, b_name = describe(args.base), describe(args.head)
     log(f"A = {a_name}; B = {b_name}")
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}

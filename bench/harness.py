@@ -194,6 +194,19 @@ class Run:
             assert seen == answer, f"{where} answers the page differently from {other}"
         self.page_answers[where] = answer
 
+    @classmethod
+    def start(cls, args: argparse.Namespace, *, tag: str = "") -> Run:
+        """A run with its own work directory, database name and Redis key prefix."""
+        run_id = f"{tag}{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}_{os.getpid()}"
+        return cls(
+            args=args,
+            run_id=run_id,
+            workdir=Path(tempfile.mkdtemp(prefix=f"bench-{run_id}-")),
+            admin_dsn=args.database_url.replace("postgresql+asyncpg://", "postgresql://", 1),
+            redis_url=args.redis_url,
+            prefix=f"bench-{run_id}:",
+        )
+
     @property
     def db_url(self) -> str:
         base = self.admin_dsn.rsplit("/", 1)[0]
@@ -1278,16 +1291,8 @@ def cleaned_up(run: Run) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    run_id = f"{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}_{os.getpid()}"
-    run = Run(
-        args=args,
-        run_id=run_id,
-        workdir=Path(tempfile.mkdtemp(prefix=f"bench-{run_id}-")),
-        admin_dsn=args.database_url.replace("postgresql+asyncpg://", "postgresql://", 1),
-        redis_url=args.redis_url,
-        prefix=f"bench-{run_id}:",
-    )
-    log(f"{'smoke' if args.smoke else 'full'} run {run_id}; work directory {run.workdir}")
+    run = Run.start(args)
+    log(f"{'smoke' if args.smoke else 'full'} run {run.run_id}; work directory {run.workdir}")
     with cleaned_up(run):
         machine = machine_info(run)
         log(

@@ -36,42 +36,56 @@ async def read(
     return caller, await conn.fetch(page_sql(user_id), user_id, limit, 0)
 
 
-def iso(value: datetime) -> str:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+# A page row: the count, the order's columns (1-9), the line's (10-14); an order without
+# lines has NULL line columns, and a page past the last order one row of NULLs.
+ORDER_ID, STATUS, VERSION, AMOUNT, CREATED = 1, 3, 4, 7, 8
+LINE_ID, SKU, QTY, UNIT_PRICE = 10, 12, 13, 14
+
+
+def grouped(rows: list[asyncpg.Record]) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:
+    """The page's orders in the page's order: each one's first row and its line rows."""
+    orders: dict[int, tuple[asyncpg.Record, list[asyncpg.Record]]] = {}
+    for r in rows:
+        if r[ORDER_ID] is None:
+            continue
+        _, lines = orders.setdefault(r[ORDER_ID], (r, []))
+        if r[LINE_ID] is not None:
+            lines.append(r)
+    return list(orders.values())
+
+
+def total_and_pages(rows: list[asyncpg.Record], limit: int) -> tuple[int, int]:
+    total = int(rows[0]["total"]) if rows else 0
+    return total, -(-total // limit) if total else 0
+
+
+def utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def as_json(caller: asyncpg.Record, rows: list[asyncpg.Record], limit: int) -> dict[str, Any]:
     """The GraphQL answer, built by hand: `{"data": {"orders": ...}}`."""
-    total = rows[0]["total"] if rows else 0
     # A USER's orders are all the caller's own: production reads no other owner.
     owner = {"id": str(caller["id"]), "email": caller["email"], "role": caller["role"]}
-    orders: dict[int, dict[str, Any]] = {}
-    for r in rows:
-        if r[1] is None:
-            continue
-        order = orders.get(r[1])
-        if order is None:
-            order = orders[r[1]] = {
-                "id": str(r[1]),
-                "status": r[3],
-                "version": r[4],
-                "amountCents": r[7],
-                "createdAt": iso(r[8]),
-                "items": [],
-                "user": owner,
-            }
-        if r[10] is not None:
-            order["items"].append(
+    items = [
+        {
+            "id": str(o[ORDER_ID]),
+            "status": o[STATUS],
+            "version": o[VERSION],
+            "amountCents": o[AMOUNT],
+            "createdAt": utc(o[CREATED]).isoformat(),
+            "items": [
                 {
-                    "sku": r[12],
-                    "qty": r[13],
-                    "unitPriceCents": r[14],
-                    "lineTotalCents": r[14] * r[13],
+                    "sku": line[SKU],
+                    "qty": line[QTY],
+                    "unitPriceCents": line[UNIT_PRICE],
+                    "lineTotalCents": line[UNIT_PRICE] * line[QTY],
                 }
-            )
-    pages = -(-total // limit) if total else 0
-    return {
-        "data": {
-            "orders": {"total": total, "page": 1, "pages": pages, "items": list(orders.values())}
+                for line in lines
+            ],
+            "user": owner,
         }
-    }
+        for o, lines in grouped(rows)
+    ]
+    total, pages = total_and_pages(rows, limit)
+    return {"data": {"orders": {"total": total, "page": 1, "pages": pages, "items": items}}}

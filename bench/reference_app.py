@@ -110,30 +110,28 @@ def _page_of(caller: asyncpg.Record, rows: list[asyncpg.Record], limit: int) -> 
     owner = User(
         id=strawberry.ID(str(caller["id"])), email=caller["email"], role=Role(caller["role"])
     )
-    orders: dict[int, Order] = {}
-    for r in rows:
-        if r[1] is None:
-            continue
-        order = orders.get(r[1])
-        if order is None:
-            order = orders[r[1]] = Order(
-                id=strawberry.ID(str(r[1])),
-                status=OrderStatus(r[3]),
-                version=r[4],
-                amount_cents=r[7],
-                created_at=datetime.fromisoformat(page.iso(r[8])),
-                items=[],
-                user=owner,
-            )
-        if r[10] is not None:
-            order.items.append(
+    orders = [
+        Order(
+            id=strawberry.ID(str(o[page.ORDER_ID])),
+            status=OrderStatus(o[page.STATUS]),
+            version=o[page.VERSION],
+            amount_cents=o[page.AMOUNT],
+            created_at=page.utc(o[page.CREATED]),
+            items=[
                 OrderItem(
-                    sku=r[12], qty=r[13], unit_price_cents=r[14], line_total_cents=r[14] * r[13]
+                    sku=line[page.SKU],
+                    qty=line[page.QTY],
+                    unit_price_cents=line[page.UNIT_PRICE],
+                    line_total_cents=line[page.UNIT_PRICE] * line[page.QTY],
                 )
-            )
-    total = rows[0]["total"] if rows else 0
-    pages = -(-total // limit) if total else 0
-    return OrderPage(items=list(orders.values()), total=total, page=1, limit=limit, pages=pages)
+                for line in lines
+            ],
+            user=owner,
+        )
+        for o, lines in page.grouped(rows)
+    ]
+    total, pages = page.total_and_pages(rows, limit)
+    return OrderPage(items=orders, total=total, page=1, limit=limit, pages=pages)
 
 
 @strawberry.type

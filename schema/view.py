@@ -207,9 +207,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         settings = request.app.state.settings
         if settings.cache_ttl_seconds <= 0:
             return None
-        content_type = (request.headers.get("content-type") or "").partition(";")[0]
-        accept = request.headers.get("accept") or ""
-        if "application/json" not in content_type.lower() or "multipart/mixed" in accept:
+        if not _plain_json(request.headers):
             return None  # Strawberry answers what is not plain JSON (or wants a stream)
         try:
             data = self.decode_json(await request.body())

@@ -4,15 +4,18 @@ a restart of the app."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ResponseError
 
 from infra.cache import RedisCache
-from infra.redis_link import ServerRestarts, redis_client
+from infra.redis_link import RETRY_INTERVAL_SECONDS, ServerRestarts, redis_client
 from tests.client import GraphQLClient
 from tests.ops_support import (
     metric_now,
@@ -173,3 +176,35 @@ async def test_a_redis_that_refuses_info_still_serves_the_cache(caplog: Any) -> 
             await client.aclose()
     assert not restarts.supported
     assert any("refuses INFO" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_new_epoch_that_cannot_be_started_bypasses_the_cache(
+    redis_server: RedisServer,
+) -> None:
+    """The new server refuses the epoch's write (out of memory, say): the read is a
+    bypass, not the snapshot's entry, and a later connection starts the epoch."""
+    restarts = ServerRestarts()
+    refusals = [ResponseError("OOM command not allowed when used memory > 'maxmemory'")]
+
+    async def refuse_once(_: Connection) -> None:
+        if refusals:
+            raise refusals.pop()
+
+    restarts.subscribe(refuse_once)  # runs before the cache's own listener
+    client = redis_client(redis_server.url, restarts=restarts)
+    cache = RedisCache(client, prefix="t:", restarts=restarts)
+    try:
+        found = await cache.stamped_get(["s"], "resp:", ":q")
+        assert found is not None
+        await cache.set("resp:" + found[0] + ":q", b"PENDING", 60)
+        first_server = restarts.run_id
+        await client.save()
+        redis_server.restart()
+        assert await cache.stamped_get(["s"], "resp:", ":q") is None  # bypassed
+        assert restarts.run_id == first_server  # not taken as seen: tried again
+        await asyncio.sleep(RETRY_INTERVAL_SECONDS + 0.1)
+        again = await cache.stamped_get(["s"], "resp:", ":q")
+        assert again is not None and again[1] is None
+        assert restarts.run_id != first_server
+    finally:
+        await client.aclose()
