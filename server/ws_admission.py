@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 from collections import Counter
 from collections.abc import Awaitable
@@ -42,6 +43,7 @@ TIMED_OUT = "init_timeout"
 REASONS = (PER_ADDRESS, PER_INSTANCE, TIMED_OUT)
 
 _PENDING, _READY, _ENDED, _EXPIRED, _GONE = range(5)
+_NO_CONTEXT = contextvars.Context()
 
 
 class WebsocketAdmission:
@@ -72,7 +74,9 @@ class WebsocketAdmission:
         task = asyncio.current_task()
         if task is None:  # not under an asyncio task of its own: count it out in a frame
             return self._guarded(socket, scope, receive)
-        task.add_done_callback(socket.ended)
+        # In a context of no variables rather than a copy of this one: ~100 bytes less
+        # for each of the hours-long sockets.
+        task.add_done_callback(socket.ended, context=_NO_CONTEXT)
         return self.app(scope, receive, socket.send)
 
     async def _guarded(self, socket: _Socket, scope: Scope, receive: Receive) -> None:
