@@ -128,7 +128,8 @@ class Deadlines:
 
 
 class ConnectionGuard:
-    """One connection's admission, gauges and deadlines, whichever the protocol."""
+    """One connection's admission (its token, its user's connection limit) and the
+    deadline of its token, whichever the protocol."""
 
     __slots__ = (
         "_close",
