@@ -1209,7 +1209,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-FANOUT_ENV = {"WS_MAX_CONNECTIONS_PER_USER": "1000000"}
+# The fan-out client opens 128 sockets at a time, all from one address and one user.
+FANOUT_ENV = {"WS_MAX_CONNECTIONS_PER_USER": "1000000", "WS_MAX_PENDING_PER_ADDRESS": "1000"}
 
 
 def full_suites(run: Run) -> None:

@@ -58,9 +58,21 @@ class Metrics:
         )
         self.active_connections = Gauge(
             "graphql_ws_connections",
-            "Open GraphQL websocket connections.",
+            "Open GraphQL websocket connections (pending or acknowledged).",
             registry=r,
             multiprocess_mode="livesum",
+        )
+        self.pending_connections = Gauge(
+            "graphql_ws_connections_pending",
+            "Websockets not acknowledged yet (no connection_ack sent), of all open ones.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ws_refused = Counter(
+            "graphql_ws_refused_total",
+            "Websockets refused or closed by admission, by reason.",
+            ["reason"],
+            registry=r,
         )
         self.db_pool_in_use = Gauge(
             "db_pool_connections_in_use",

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     ws_max_subscriptions_per_connection: int = Field(20, ge=1)
     ws_max_connections_per_user: int = Field(10, ge=1)
     ws_keepalive_seconds: float = Field(15.0, gt=0)
+    # Websocket admission (server/ws_admission.py): a socket is pending from its upgrade
+    # request until the server acknowledges its connection_init.
+    ws_init_timeout_seconds: float = Field(10.0, gt=0)
+    ws_max_pending_per_address: int = Field(20, ge=1)
+    ws_max_pending_per_instance: int = Field(1000, ge=1)
     subscriber_queue_size: int = Field(256, ge=1)
     # uvicorn's own name for the same list is accepted too.
     trusted_proxies: str = Field(

@@ -11,7 +11,9 @@ each protocol refuses a connection. Close codes:
   connections to this process. Also used for a second `connection_init`.
 - 4401 Token expired: the connection is closed when the token it was opened with
   expires; the client reconnects with a fresh one.
-- 4408 Connection initialisation timeout: no `connection_init` in time.
+- 4408 Connection initialisation timeout: no `connection_ack` in time. Enforced, with the
+  caps on sockets not acknowledged yet and the open-socket gauges, by the admission guard
+  around the websocket route (server/ws_admission.py), whichever the handlers.
 
 Each operation's task names its operation (`schema.live.serve`), so that a subscription
 can be written to the socket by the status feed instead of by a task of its own.
@@ -53,7 +55,6 @@ FORBIDDEN = (4403, "Forbidden")
 TOO_MANY_CONNECTIONS = (4429, "Too many connections")
 TOO_MANY_INITS = (4429, "Too many initialisation requests")
 TOKEN_EXPIRED = (4401, "Token expired")
-INIT_TIMEOUT = (4408, "Connection initialisation timeout")
 
 
 def authorization_param(params: Mapping[str, Any] | None) -> str | None:
@@ -65,11 +66,10 @@ def authorization_param(params: Mapping[str, Any] | None) -> str | None:
 
 
 class ConnectionRegistry:
-    """Open connections of this process, per user, their deadlines, and the subscription
+    """Open connections of this process per user, their deadlines, and the subscription
     groups they share (one registry per app)."""
 
     def __init__(self) -> None:
-        self.open = 0
         self._per_user: Counter[int] = Counter()
         self.deadlines = Deadlines()
         self.groups = live.Groups()
@@ -87,9 +87,9 @@ class ConnectionRegistry:
 
 
 class Deadlines:
-    """When connections are to be closed (no connection_init in time, an expired token),
-    by whole second of the wall clock, under one timer: a timer (or a sleeping task) per
-    connection is a good part of an idle connection's memory."""
+    """When connections are to be closed (their token expires), by whole second of the
+    wall clock, under one timer: a timer (or a sleeping task) per connection is a good
+    part of an idle connection's memory."""
 
     def __init__(self) -> None:
         self._due: dict[int, set[ConnectionGuard]] = {}
@@ -128,7 +128,8 @@ class Deadlines:
 
 
 class ConnectionGuard:
-    """One connection's admission, gauges and deadlines, whichever the protocol."""
+    """One connection's admission (its token, its user's connection limit) and the
+    deadline of its token, whichever the protocol."""
 
     __slots__ = (
         "_close",
@@ -137,9 +138,7 @@ class ConnectionGuard:
         "_deadline",
         "_registry",
         "_user_id",
-        "_why",
         "initialised",
-        "timed_out",
     )
 
     def __init__(self, registry: ConnectionRegistry, context: RequestContext, close: Any) -> None:
@@ -148,25 +147,14 @@ class ConnectionGuard:
         self._close = close
         self._user_id: int | None = None
         self._deadline: int | None = None
-        self._why = INIT_TIMEOUT
         self._closing: asyncio.Task[None] | None = None
         self.initialised = False
-        self.timed_out = False
-
-    def opened(self) -> None:
-        self._registry.open += 1
-        self._context.services.metrics.active_connections.inc()
-
-    def expect_init(self, seconds: float) -> None:
-        """Close with 4408 unless `admit` comes within `seconds`."""
-        self._arm(time.time() + seconds, INIT_TIMEOUT)
 
     async def admit(self, params: dict[str, Any] | None) -> tuple[int, str] | None:
         """None if the connection may go on, else the (code, reason) to close it with."""
         if self.initialised:
             return TOO_MANY_INITS
         self.initialised = True
-        self._disarm()
         ctx = self._context
         ctx.authenticate(authorization_param(params))
         # The rest of the payload, for resolvers; the token, once read into the claims,
@@ -180,7 +168,7 @@ class ConnectionGuard:
         if not self._registry.reserve(user.id, ctx.settings.ws_max_connections_per_user):
             return TOO_MANY_CONNECTIONS
         self._user_id = user.id
-        self._arm(ctx.claims.expires_at, TOKEN_EXPIRED)
+        self._arm(ctx.claims.expires_at)
         return None
 
     async def closed(self) -> None:
@@ -188,18 +176,14 @@ class ConnectionGuard:
         if self._user_id is not None:
             self._registry.release(self._user_id)
             self._user_id = None
-        self._registry.open -= 1
-        self._context.services.metrics.active_connections.dec()
 
     def expire(self) -> None:
-        """The deadline passed: close the connection."""
+        """The token expired: close the connection."""
         self._deadline = None
-        self.timed_out = self._why == INIT_TIMEOUT
-        self._closing = asyncio.ensure_future(self._close_quietly(self._why))
+        self._closing = asyncio.ensure_future(self._close_quietly(TOKEN_EXPIRED))
 
-    def _arm(self, at: float, why: tuple[int, str]) -> None:
+    def _arm(self, at: float) -> None:
         self._disarm()
-        self._why = why
         self._deadline = self._registry.deadlines.add(self, at)
 
     def _disarm(self) -> None:
@@ -262,10 +246,9 @@ class TransportWSHandler(_Parking, BaseGraphQLTransportWSHandler[RequestContext,
     # Strawberry's first and last steps of a connection, rather than a `handle` of our
     # own around its own: one coroutine frame less per connection, for hours.
     def on_request_accepted(self) -> None:
+        # Not Strawberry's initialisation timeout task: the admission guard has the
+        # deadline (server/ws_admission.py).
         self.guard = ConnectionGuard(_registry(self.view), self.context, self.websocket.close)
-        self.guard.opened()
-        # Strawberry's initialisation timeout, as a deadline of the guard, not a task.
-        self.guard.expect_init(self.connection_init_wait_timeout.total_seconds())
 
     async def shutdown(self) -> None:
         try:
@@ -275,8 +258,6 @@ class TransportWSHandler(_Parking, BaseGraphQLTransportWSHandler[RequestContext,
 
     async def handle_connection_init(self, message: TransportInitMessage) -> None:
         # Strawberry's own, but for who may connect and the close codes of a refusal.
-        if self.connection_timed_out or self.guard.timed_out:
-            return
         payload = message.get("payload") or {}
         if not isinstance(payload, dict):
             await self.websocket.close(code=4400, reason="Invalid connection init payload")
@@ -341,9 +322,6 @@ class LegacyWSHandler(_Parking, BaseGraphQLWSHandler[RequestContext, None]):
 
     async def handle(self) -> None:
         self.guard = ConnectionGuard(_registry(self.view), self.context, self.websocket.close)
-        self.guard.opened()
-        # This protocol has no initialisation timeout of its own.
-        self.guard.expect_init(self.view.connection_init_wait_timeout.total_seconds())
         try:
             await super().handle()
         finally:

@@ -35,6 +35,7 @@ from resolvers.context import Services
 from schema import build_schema
 from schema.view import GraphQLView
 from server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
 
 log = logging.getLogger("order_service")
@@ -196,7 +197,10 @@ def create_app(settings: Settings) -> Starlette:
         keep_alive=True,
         keep_alive_interval=settings.ws_keepalive_seconds,
         max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
+        # Strawberry's own handlers' timeout: the same as the admission guard's.
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
     )
+    admission = WebsocketAdmission(view, settings=settings, metrics=metrics)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -245,7 +249,8 @@ def create_app(settings: Settings) -> Starlette:
             {
                 "tasks": len(asyncio.all_tasks()),
                 "subscribers": services.broker.fanout.count(),
-                "ws_connections": view.connections.open,
+                "ws_connections": admission.open,
+                "ws_pending": admission.pending,
             }
         )
 
@@ -261,7 +266,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics_endpoint),
         *([Route("/debug/runtime", debug_runtime)] if settings.app_env == "test" else []),
         Route("/graphql", view, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", view),
+        WebSocketRoute("/graphql", admission),
         *webhook_routes(),
         *_admin_routes(settings.admin_dist_dir),
     ]

@@ -30,7 +30,6 @@ from resolvers.context import RequestContext, Services
 from resolvers.events import ORDER_STATUS_CHANNEL, StatusEvent
 from schema import build_schema, live
 from schema.execution import FastExecutionContext
-from schema.websocket import ConnectionGuard, ConnectionRegistry
 from server.app import create_app
 from tests.live_api import LiveClient, live_client
 from tests.ws_client import LEGACY, PROTOCOLS, TRANSPORT, WSClient
@@ -438,25 +437,6 @@ def _server_tasks() -> set[asyncio.Task[Any]]:
         for t in asyncio.all_tasks()
         if "websockets/asyncio" not in getattr(t.get_coro(), "cr_code", None).co_filename  # type: ignore[union-attr]
     }
-
-
-async def test_a_connection_without_connection_init_is_closed_with_4408(app: Starlette) -> None:
-    closed: list[tuple[int, str]] = []
-
-    async def close(code: int, reason: str) -> None:
-        closed.append((code, reason))
-
-    ctx = RequestContext(services=app.state.services, request_id="t")
-    guard = ConnectionGuard(ConnectionRegistry(), ctx, close)
-    guard.opened()
-    guard.expect_init(0.01)
-    for _ in range(300):
-        if closed:
-            break
-        await asyncio.sleep(0.01)
-    assert closed == [(4408, "Connection initialisation timeout")]
-    assert guard.timed_out
-    await guard.closed()
 
 
 @strawberry.type

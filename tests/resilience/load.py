@@ -177,10 +177,11 @@ class Feeds:
         subscribers: list[tuple[int | None, str]],
         scenario: Scenario,
         *,
-        concurrency: int = 50,
+        concurrency: int = 20,
     ) -> Feeds:
         """One connection and subscription per (user id or None for an admin, token),
-        alternating the two protocols."""
+        alternating the two protocols. All from one address: no more connecting at once
+        than WS_MAX_PENDING_PER_ADDRESS lets one address (20 by default)."""
         feeds = cls()
         gate = asyncio.Semaphore(concurrency)
 
