@@ -27,6 +27,7 @@ from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
 from infra.metrics import CONTENT_TYPE_LATEST, Metrics
 from infra.provider import PaymentProviderClient
 from infra.redis_link import ServerRestarts, redis_client
+from infra.security import configure_password_hashing
 from infra.settings import Settings
 from infra.tasks import cancel_and_wait
 from models.db import Database
@@ -53,6 +54,7 @@ def _broker(settings: Settings) -> Broker:
 
 
 def build_services(settings: Settings, metrics: Metrics) -> Services:
+    configure_password_hashing(settings.password_hash_concurrency)
     cache: Cache = MemoryCache()
     limiter: Limiter = InProcessLimiter()
     extras: dict[str, object] = {}
@@ -159,10 +161,13 @@ def create_app(settings: Settings) -> Starlette:
         services.provider = PaymentProviderClient.from_settings(
             settings, on_attempt=lambda outcome: metrics.payment_attempts.labels(outcome).inc()
         )
-        if services.provider is None and settings.is_production:
+        if settings.is_production and settings.simulator_enabled:
+            # Only with PAYMENT_SIMULATOR=on: settings refuse production without a provider.
             log.warning(
-                "PAYMENT_PROVIDER_URL is unset: the simulated provider lets whoever starts a "
-                "payment mark it paid at /payments/simulator"
+                "PAYMENT_SIMULATOR=on in production: the simulated payment provider is served "
+                "at /payments/simulator, where whoever starts a payment can mark it paid. "
+                "For a demo only; set PAYMENT_PROVIDER_URL (and drop PAYMENT_SIMULATOR) to take "
+                "real payments"
             )
         services_box["services"] = services
         app.state.services = services
@@ -262,7 +267,7 @@ def create_app(settings: Settings) -> Starlette:
         *([Route("/debug/runtime", debug_runtime)] if settings.app_env == "test" else []),
         Route("/graphql", view, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", view),
-        *webhook_routes(),
+        *webhook_routes(simulator=settings.simulator_enabled),
         *_admin_routes(settings.admin_dist_dir),
     ]
     middleware = [
