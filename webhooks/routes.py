@@ -30,9 +30,14 @@ async def payment_webhook(request: Request) -> Response:
     return JSONResponse(answer.body, status_code=answer.status_code)
 
 
-def webhook_routes() -> list[BaseRoute]:
-    return [
-        Route("/payments/webhook", payment_webhook, methods=["POST"]),
-        Route("/payments/simulator/{payment_id}", simulator_page, methods=["GET"]),
-        Route("/payments/simulator/{payment_id}", simulator_submit, methods=["POST"]),
-    ]
+def webhook_routes(*, simulator: bool) -> list[BaseRoute]:
+    """The webhook, and the simulated provider's page only when `simulator` (settings'
+    `simulator_enabled`: never beside a real provider, in production only when asked for):
+    a route that is not there cannot be reached by a forgotten switch."""
+    routes: list[BaseRoute] = [Route("/payments/webhook", payment_webhook, methods=["POST"])]
+    if simulator:
+        routes += [
+            Route("/payments/simulator/{payment_id}", simulator_page, methods=["GET"]),
+            Route("/payments/simulator/{payment_id}", simulator_submit, methods=["POST"]),
+        ]
+    return routes
