@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from infra.logs import failures
 from resolvers.context import Services
 from webhooks.delivery import SIGNATURE_HEADER, process_delivery
 from webhooks.simulator import simulator_page, simulator_submit
@@ -23,9 +24,10 @@ async def payment_webhook(request: Request) -> Response:
         answer = await process_delivery(
             services, body, request.headers.get(SIGNATURE_HEADER), request_id=request_id
         )
-    except Exception:
-        # The provider retries a 5xx; say nothing more to it than that.
-        log.exception("webhook failed", extra={"request_id": request_id})
+    except Exception as exc:
+        # The provider retries a 5xx; say nothing more to it than that. One traceback per
+        # outage, not per delivery (infra.logs.RepeatedFailures).
+        failures.report(log, "webhook failed", "POST /payments/webhook", exc, request_id=request_id)
         return JSONResponse({"error": "internal", "requestId": request_id}, status_code=500)
     return JSONResponse(answer.body, status_code=answer.status_code)
 
