@@ -43,10 +43,6 @@ class Limiter(Protocol):
         """Spend one unit of `key`'s budget; None if allowed, else seconds to wait."""
         ...
 
-    async def peek(self, key: str, per_minute: int) -> int | None:
-        """Like `hit`, without spending: None if one more unit would be allowed."""
-        ...
-
     async def reserve(self, keys: Sequence[str], per_minute: int) -> Refusal | None:
         """Spend one unit of every key, atomically, if each has one; else spend nothing and
         say which key (the first in `keys` order) refused and for how long."""
@@ -80,15 +76,11 @@ class InProcessLimiter:
         self.clock = time.monotonic
 
     async def hit(self, key: str, per_minute: int) -> int | None:
-        refused = self.check([key], per_minute, spend=True)
-        return refused.retry_after if refused else None
-
-    async def peek(self, key: str, per_minute: int) -> int | None:
-        refused = self.check([key], per_minute, spend=False)
+        refused = self.take([key], per_minute)
         return refused.retry_after if refused else None
 
     async def reserve(self, keys: Sequence[str], per_minute: int) -> Refusal | None:
-        return self.check(keys, per_minute, spend=True)
+        return self.take(keys, per_minute)
 
     async def release(self, keys: Sequence[str], per_minute: int) -> None:
         if per_minute <= 0:
@@ -107,8 +99,8 @@ class InProcessLimiter:
     async def healthy(self) -> bool:
         return True
 
-    def check(self, keys: Sequence[str], per_minute: int, *, spend: bool) -> Refusal | None:
-        """`reserve` (or, without `spend`, whether it would succeed), synchronously."""
+    def take(self, keys: Sequence[str], per_minute: int) -> Refusal | None:
+        """`reserve`, synchronously."""
         if per_minute <= 0:
             return None
         now = self.clock()
@@ -120,10 +112,9 @@ class InProcessLimiter:
             if allowed_at > now:
                 return Refusal(key, _wait_seconds(allowed_at, now))
             updates.append(((key, per_minute), tat + interval))
-        if spend:
-            if len(self._tats) + len(updates) > self._max_keys:
-                self._forget_idle(now)
-            self._tats.update(updates)
+        if len(self._tats) + len(updates) > self._max_keys:
+            self._forget_idle(now)
+        self._tats.update(updates)
         return None
 
     def _forget_idle(self, now: float) -> None:
@@ -134,12 +125,11 @@ class InProcessLimiter:
 
 
 # GCRA over KEYS, all or none. The Redis clock is used so that instances with skewed
-# clocks still share one window. Returns 0 when every key had a unit (spent when
-# ARGV[2] is '1'), else {index of the first refusing key (1-based), seconds to wait}.
+# clocks still share one window. Returns 0 when every key had a unit (now spent), else
+# {index of the first refusing key (1-based), seconds to wait} (nothing spent).
 # (Several keys in one script: fine on one Redis; a Redis Cluster would need hash tags.)
 _RESERVE = """
 local per_minute = tonumber(ARGV[1])
-local spend = ARGV[2] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = 60000 / per_minute
@@ -153,11 +143,9 @@ for i, key in ipairs(KEYS) do
   end
   next_tats[i] = tat + interval
 end
-if spend then
-  for i, key in ipairs(KEYS) do
-    redis.call('SET', key, string.format('%d', math.ceil(next_tats[i])),
-               'PX', math.ceil(next_tats[i] - now) + 1000)
-  end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, string.format('%d', math.ceil(next_tats[i])),
+             'PX', math.ceil(next_tats[i] - now) + 1000)
 end
 return 0
 """
@@ -196,15 +184,26 @@ class RedisLimiter:
         self.link = RedisLink("rate limiter")
 
     async def hit(self, key: str, per_minute: int) -> int | None:
-        refused = await self._reserve([key], per_minute, spend=True)
-        return refused.retry_after if refused else None
-
-    async def peek(self, key: str, per_minute: int) -> int | None:
-        refused = await self._reserve([key], per_minute, spend=False)
+        refused = await self.reserve([key], per_minute)
         return refused.retry_after if refused else None
 
     async def reserve(self, keys: Sequence[str], per_minute: int) -> Refusal | None:
-        return await self._reserve(keys, per_minute, spend=True)
+        if per_minute <= 0 or not keys:
+            return None
+        if self.link.usable():
+            try:
+                answer = await self._reserve_script(
+                    keys=[self._prefix + k for k in keys], args=[per_minute]
+                )
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+            else:
+                self.link.succeeded()
+                if not answer:
+                    return None
+                index, wait = answer
+                return Refusal(keys[int(index) - 1], int(wait))
+        return self._fallback.take(keys, per_minute)
 
     async def release(self, keys: Sequence[str], per_minute: int) -> None:
         if per_minute <= 0 or not keys:
@@ -230,23 +229,3 @@ class RedisLimiter:
             else:
                 self.link.succeeded()
         return self.link.up
-
-    async def _reserve(
-        self, keys: Sequence[str], per_minute: int, *, spend: bool
-    ) -> Refusal | None:
-        if per_minute <= 0 or not keys:
-            return None
-        if self.link.usable():
-            try:
-                answer = await self._reserve_script(
-                    keys=[self._prefix + k for k in keys], args=[per_minute, 1 if spend else 0]
-                )
-            except (RedisError, OSError) as exc:
-                self.link.failed(exc)
-            else:
-                self.link.succeeded()
-                if not answer:
-                    return None
-                index, wait = answer
-                return Refusal(keys[int(index) - 1], int(wait))
-        return self._fallback.check(keys, per_minute, spend=spend)
