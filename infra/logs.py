@@ -132,6 +132,9 @@ _SAMPLE_IDS = 5
 
 @dataclass(slots=True)
 class _Kind:
+    logger: logging.Logger
+    what: str
+    name: str  # the exception's type (the exception is not kept: its frames would be)
     first_request_id: str | None
     window_start: float
     last_seen: float
@@ -216,7 +219,7 @@ class RepeatedFailures:
                 if kind is None and len(self._kinds) >= self.max_kinds:
                     self._forget_quiet(now)
                 if kind is not None or len(self._kinds) < self.max_kinds:
-                    self._kinds[key] = _Kind(request_id, now, now)
+                    self._kinds[key] = _Kind(logger, what, name, request_id, now, now)
         if not repeat:
             if summary is not None:
                 self._emit(logger, what, name, *summary)
@@ -241,7 +244,7 @@ class RepeatedFailures:
         if summary is not None:
             self._emit(logger, what, name, *summary)
         elif schedule:
-            self._schedule_flush(flush_in, key, logger, what, exc)
+            self._schedule_flush(flush_in, key)
 
     def _window_over(self, kind: _Kind, now: float) -> bool:
         return now - kind.window_start >= self.interval
@@ -275,24 +278,14 @@ class RepeatedFailures:
             extra={"repeated": repeats, "repeat_of": first, "request_ids": samples},
         )
 
-    def _schedule_flush(
-        self,
-        delay: float,
-        key: tuple[str, str, str, int],
-        logger: logging.Logger,
-        what: str,
-        exc: BaseException,
-    ) -> None:
+    def _schedule_flush(self, delay: float, key: tuple[str, str, str, int]) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # no loop: the next failure of the kind writes the summary
-        # The exception itself is not kept (its traceback holds every frame): its type is.
-        loop.call_later(max(0.0, delay), self._flush, key, logger, what, type(exc).__name__)
+            return  # no loop: the next failure of the kind (or `flush`) writes the summary
+        loop.call_later(max(0.0, delay), self._flush, key)
 
-    def _flush(
-        self, key: tuple[str, str, str, int], logger: logging.Logger, what: str, name: str
-    ) -> None:
+    def _flush(self, key: tuple[str, str, str, int]) -> None:
         with self._lock:
             kind = self._kinds.get(key)
             if kind is None or not kind.repeats:
@@ -300,7 +293,12 @@ class RepeatedFailures:
                     kind.flush_scheduled = False
                 return
             summary = self._take_summary(kind, self.clock())
-        self._emit(logger, what, name, *summary)
+        self._emit(kind.logger, kind.what, kind.name, *summary)
+
+    def flush(self) -> None:
+        """Writes every count not written yet (at shutdown: nothing goes uncounted)."""
+        for key in list(self._kinds):
+            self._flush(key)
 
     def _forget_quiet(self, now: float) -> None:
         for key, kind in list(self._kinds.items()):

@@ -24,6 +24,7 @@ from starlette.types import Scope
 from infra.broker import Broker, InProcessBroker, RedisBroker
 from infra.cache import Cache, MemoryCache, RedisCache
 from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
+from infra.logs import failures
 from infra.metrics import CONTENT_TYPE_LATEST, Metrics
 from infra.provider import PaymentProviderClient
 from infra.redis_link import ServerRestarts, redis_client
@@ -193,6 +194,7 @@ def create_app(settings: Settings) -> Starlette:
             if redis is not None:
                 await redis.aclose()
             await services.db.dispose()
+            failures.flush()  # the counts of failures still repeating when we stop
 
     view = GraphQLView(
         schema=build_schema(settings),

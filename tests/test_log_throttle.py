@@ -150,3 +150,18 @@ async def test_the_last_repeats_are_summed_up_when_the_interval_ends(
     [summary] = [r.getMessage() for r in logged if "repeated" in r.getMessage()]
     assert summary.startswith("webhook failed: OSError repeated 3 times")
     assert len(_tracebacks(logged)) == 1
+
+
+def test_what_is_still_uncounted_is_written_at_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="throttle-test")
+    log = logging.getLogger("throttle-test")
+    throttle = RepeatedFailures(interval=10, clock=Clock())
+    for i in range(3):
+        throttle.report(log, "unexpected error", "me", _fail(1), request_id=f"s{i}")
+    throttle.flush()
+    throttle.flush()  # nothing new: nothing written
+    summaries = [r.getMessage() for r in caplog.records if "repeated" in r.getMessage()]
+    assert summaries == [
+        "unexpected error: OSError repeated 2 times in the last 0 s (traceback logged with "
+        "request s0; requests s1, s2)"
+    ]
