@@ -1,14 +1,21 @@
-"""Password hashing (bcrypt) and access tokens (HS256 JWT)."""
+"""Password hashing (bcrypt, bounded per process) and access tokens (HS256 JWT)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
+import math
+import os
 import re
+import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import bcrypt
 import jwt
@@ -18,35 +25,124 @@ _REQUIRED_CLAIMS = ["sub", "role", "iat", "exp"]
 _USER_ID_RE = re.compile(r"[1-9][0-9]{0,9}")
 MAX_USER_ID = 2**31 - 1
 
+T = TypeVar("T")
+
+
+class PasswordHashingBusy(Exception):
+    """Every password-hashing slot of this process is taken and so is every waiting place:
+    the caller should be refused at once (and told to come back in `retry_after` s)."""
+
+    retry_after = 1
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota
+    (a container limited to one core still sees every core of the host)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cores = cores or os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+class HashingPool:
+    """bcrypt off the event loop, at most `slots` hashes at once (one per core: more only
+    makes each slower), and at most `waiting` more queued behind them. Past that a hash is
+    refused at once (`PasswordHashingBusy`) instead of queueing: a burst of logins would
+    otherwise wait for seconds, each holding a request, while the CPU is spent anyway.
+
+    The short queue (as many places as slots) is what lets two people who log in at the
+    same moment on a one-core instance both get in: a queued hash starts as soon as a
+    running one ends, so it waits at most about one hash time (at 12 rounds, 0.24 s of CPU
+    on the 2-core machine of docs/benchmarks), never seconds.
+
+    A slot is held until the hash really ends: a request cancelled while its hash runs
+    (the client went away) cannot free a slot that a thread still uses. A hash cancelled
+    while still queued never runs."""
+
+    def __init__(self, slots: int, waiting: int | None = None) -> None:
+        self.slots = slots
+        self.waiting = slots if waiting is None else waiting
+        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="bcrypt")
+        self._admitted = 0  # running or queued
+        self._lock = threading.Lock()  # the done callbacks run on the worker threads
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._admitted >= self.slots + self.waiting:
+                raise PasswordHashingBusy()
+            self._admitted += 1
+        try:
+            future = self._executor.submit(fn, *args)
+        except BaseException:
+            self._done()
+            raise
+        future.add_done_callback(self._done)
+        return await asyncio.wrap_future(future)
+
+    def _done(self, _: object = None) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def shutdown(self) -> None:
+        """Queued and running hashes still end (and free their slots)."""
+        self._executor.shutdown(wait=False)
+
+
+_pool: HashingPool | None = None
+
+
+def hashing_pool() -> HashingPool:
+    global _pool
+    if _pool is None:
+        _pool = HashingPool(available_cores())
+    return _pool
+
+
+def configure_password_hashing(concurrency: int | None) -> HashingPool:
+    """Size this process's hashing pool (PASSWORD_HASH_CONCURRENCY; None: the cores). One
+    pool per process, as the cores are: every app built in the process shares it."""
+    global _pool
+    slots = concurrency or available_cores()
+    if _pool is None or _pool.slots != slots:
+        if _pool is not None:
+            _pool.shutdown()
+        _pool = HashingPool(slots)
+    return _pool
+
 
 async def hash_password(password: str, *, rounds: int) -> str:
-    """bcrypt is deliberately slow: keep it off the event loop."""
+    """bcrypt is deliberately slow: keep it off the event loop (and bounded)."""
     salt = bcrypt.gensalt(rounds=rounds)
-    hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), salt)
+    hashed = await hashing_pool().run(bcrypt.hashpw, password.encode(), salt)
     return hashed.decode()
 
 
 async def verify_password(password: str, password_hash: str) -> bool:
-    return await asyncio.to_thread(bcrypt.checkpw, password.encode(), password_hash.encode())
-
-
-# A hash of a random password, checked against when the email is unknown, so that the
-# answer takes as long as for a wrong password and does not reveal which emails exist.
-_DUMMY_HASH = bcrypt.hashpw(b"no-such-user-password", bcrypt.gensalt(rounds=4)).decode()
+    return await hashing_pool().run(bcrypt.checkpw, password.encode(), password_hash.encode())
 
 
 async def burn_password_check(password: str, *, rounds: int) -> None:
-    dummy = _dummy_hash_for(rounds)
-    await asyncio.to_thread(bcrypt.checkpw, password.encode(), dummy.encode())
+    """A check against a hash of a random password, made when the email is unknown, so
+    that the answer takes as long as for a wrong password and does not reveal which
+    emails exist."""
+    dummy = _dummy_hashes.get(rounds)
+    if dummy is None:
+        salt = bcrypt.gensalt(rounds=rounds)
+        made = await hashing_pool().run(bcrypt.hashpw, b"no-such-user-password", salt)
+        dummy = _dummy_hashes[rounds] = made.decode()
+    await hashing_pool().run(bcrypt.checkpw, password.encode(), dummy.encode())
 
 
-_dummy_hashes: dict[int, str] = {4: _DUMMY_HASH}
-
-
-def _dummy_hash_for(rounds: int) -> str:
-    if rounds not in _dummy_hashes:
-        _dummy_hashes[rounds] = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=rounds)).decode()
-    return _dummy_hashes[rounds]
+_dummy_hashes: dict[int, str] = {}
 
 
 @dataclass(frozen=True, slots=True)

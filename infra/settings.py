@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     rate_limit_login_failures_per_minute: int = Field(10, ge=0)
     cache_ttl_seconds: int = Field(30, ge=0)
     payment_provider_url: str | None = None
+    # The built-in simulated provider (/payments/simulator) lets whoever starts a payment
+    # mark it paid. Served when PAYMENT_PROVIDER_URL is unset, except in production, where
+    # it must be asked for with PAYMENT_SIMULATOR=on (a demo, never real money).
+    payment_simulator: bool = False
     payment_provider_timeout_seconds: float = Field(5.0, gt=0)
     payment_retry_base_seconds: float = Field(0.2, ge=0)
     cors_origins: str = ""
@@ -44,6 +48,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
 
     bcrypt_rounds: int = Field(12, ge=4, le=16)
+    # bcrypt hashes run at once per process (as many more may wait); unset: the cores.
+    password_hash_concurrency: int | None = Field(None, ge=1)
     db_pool_size: int = Field(10, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     query_max_depth: int = Field(15, ge=2)
@@ -76,7 +82,29 @@ class Settings(BaseSettings):
                     f"{name.upper()} must be set to a strong secret (16+ characters, not the "
                     "development default) when APP_ENV=production"
                 )
+        if not self.payment_provider_url and not self.payment_simulator:
+            raise SettingsError(
+                "PAYMENT_PROVIDER_URL must be set when APP_ENV=production: without it the "
+                "built-in payment simulator lets anybody mark an order paid. For a demo only, "
+                "PAYMENT_SIMULATOR=on serves the simulator anyway"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _one_payment_provider(self) -> Settings:
+        if self.payment_provider_url and self.payment_simulator:
+            raise SettingsError(
+                "PAYMENT_SIMULATOR=on and PAYMENT_PROVIDER_URL are both set: choose one "
+                "(the simulator is never served beside a real provider)"
+            )
+        return self
+
+    @property
+    def simulator_enabled(self) -> bool:
+        """Whether /payments/simulator is served at all."""
+        if self.payment_provider_url:
+            return False
+        return self.payment_simulator or not self.is_production
 
     @property
     def is_production(self) -> bool:

@@ -8,6 +8,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from infra.limiter import hashed
 from infra.security import (
+    PasswordHashingBusy,
     burn_password_check,
     create_access_token,
     hash_password,
@@ -72,7 +73,10 @@ async def create_user(
     # Checked first so that a taken email costs no bcrypt round; the insert still decides.
     if await find_user_by_email(ctx, email) is not None:
         raise EmailTaken()
-    password_hash = await hash_password(password, rounds=ctx.settings.bcrypt_rounds)
+    try:
+        password_hash = await hash_password(password, rounds=ctx.settings.bcrypt_rounds)
+    except PasswordHashingBusy as exc:
+        raise _hashing_busy(ctx, exc) from None
     async with ctx.services.db.begin() as conn:
         user = await queries.insert_user(
             conn, email=email, password_hash=password_hash, role=role.value, now=utcnow()
@@ -86,34 +90,49 @@ async def signup(ctx: RequestContext, email: str, password: str) -> AuthResult:
     return issue_token(ctx, await create_user(ctx, email, password))
 
 
-def _login_limits(ctx: RequestContext, email: str | None) -> list[tuple[str, str]]:
-    """(metric label, limiter key) of the failed-login budgets this attempt draws on."""
-    limits = []
+def _login_limits(ctx: RequestContext, email: str | None) -> dict[str, str]:
+    """Limiter key -> metric label of the failed-login budgets this attempt draws on."""
+    limits = {}
     if email is not None:
-        limits.append(("login_email", f"login:email:{hashed(email)}"))
+        limits[f"login:email:{hashed(email)}"] = "login_email"
     if ctx.client_ip:
-        limits.append(("login_ip", f"login:ip:{ctx.client_ip}"))
+        limits[f"login:ip:{ctx.client_ip}"] = "login_ip"
     return limits
+
+
+def _hashing_busy(ctx: RequestContext, exc: PasswordHashingBusy) -> RateLimited:
+    ctx.services.metrics.rate_limited.labels("password_hashing").inc()
+    return RateLimited(exc.retry_after, "Too many password checks at once on this server.")
 
 
 async def login(ctx: RequestContext, email: str, password: str) -> AuthResult:
     errors = FieldErrors()
     email = normalise_email(email, errors)
     limits = _login_limits(ctx, None if errors.errors else email)
+    keys = list(limits)
     per_minute = ctx.settings.rate_limit_login_failures_per_minute
-    services = ctx.services
-    # Over a budget, the password is not even checked: guessing gets no answer at all.
-    for label, key in limits:
-        retry_after = await services.limiter.peek(key, per_minute)
-        if retry_after is not None:
-            services.metrics.rate_limited.labels(label).inc()
-            raise RateLimited(retry_after, "Too many failed logins.")
+    limiter = ctx.services.limiter
+    # The failed-login budgets (per email and per client address) are spent before the
+    # password is checked, all or none in one atomic step, and given back when the check
+    # was not a failed guess. Checking first and spending after would let every racing
+    # guess through before any of them spent: racing guesses now get at most the budget
+    # of password checks. Over a budget, the password is not even looked at.
+    refused = await limiter.reserve(keys, per_minute)
+    if refused is not None:
+        ctx.services.metrics.rate_limited.labels(limits[refused.key]).inc()
+        raise RateLimited(refused.retry_after, "Too many failed logins.")
     try:
-        return await _check_credentials(ctx, email, password, valid_email=not errors.errors)
+        result = await _check_credentials(ctx, email, password, valid_email=not errors.errors)
     except InvalidCredentials:
-        for _, key in limits:
-            await services.limiter.hit(key, per_minute)
+        raise  # the reservation stays spent: this was a failed login
+    except PasswordHashingBusy as exc:
+        await limiter.release(keys, per_minute)  # nothing was checked
+        raise _hashing_busy(ctx, exc) from None
+    except Exception:
+        await limiter.release(keys, per_minute)  # a failure of ours, not a wrong guess
         raise
+    await limiter.release(keys, per_minute)
+    return result
 
 
 async def _check_credentials(

@@ -13,6 +13,7 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
+from infra.logs import failures
 from resolvers.errors import DomainError
 
 log = logging.getLogger("order_service.graphql")
@@ -42,11 +43,13 @@ def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
         extensions = {**(error.extensions or {})}
         extensions.setdefault("code", _code_for_graphql_error(error))
     else:
-        log.error(
-            "unexpected error in %s (request %s)",
+        # One traceback per outage, not per request (infra.logs.RepeatedFailures).
+        failures.report(
+            log,
+            "unexpected error",
             ".".join(str(p) for p in error.path or ()) or "operation",
-            request_id,
-            exc_info=(type(original), original, original.__traceback__),
+            original,
+            request_id=request_id,
         )
         message = MASKED_MESSAGE
         extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}

@@ -24,9 +24,11 @@ from starlette.types import Scope
 from infra.broker import Broker, InProcessBroker, RedisBroker
 from infra.cache import Cache, MemoryCache, RedisCache
 from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
+from infra.logs import failures
 from infra.metrics import CONTENT_TYPE_LATEST, Metrics
 from infra.provider import PaymentProviderClient
 from infra.redis_link import ServerRestarts, redis_client
+from infra.security import configure_password_hashing
 from infra.settings import Settings
 from infra.tasks import cancel_and_wait
 from models.db import Database
@@ -54,6 +56,7 @@ def _broker(settings: Settings) -> Broker:
 
 
 def build_services(settings: Settings, metrics: Metrics) -> Services:
+    configure_password_hashing(settings.password_hash_concurrency)
     cache: Cache = MemoryCache()
     limiter: Limiter = InProcessLimiter()
     extras: dict[str, object] = {}
@@ -160,10 +163,13 @@ def create_app(settings: Settings) -> Starlette:
         services.provider = PaymentProviderClient.from_settings(
             settings, on_attempt=lambda outcome: metrics.payment_attempts.labels(outcome).inc()
         )
-        if services.provider is None and settings.is_production:
+        if settings.is_production and settings.simulator_enabled:
+            # Only with PAYMENT_SIMULATOR=on: settings refuse production without a provider.
             log.warning(
-                "PAYMENT_PROVIDER_URL is unset: the simulated provider lets whoever starts a "
-                "payment mark it paid at /payments/simulator"
+                "PAYMENT_SIMULATOR=on in production: the simulated payment provider is served "
+                "at /payments/simulator, where whoever starts a payment can mark it paid. "
+                "For a demo only; set PAYMENT_PROVIDER_URL (and drop PAYMENT_SIMULATOR) to take "
+                "real payments"
             )
         services_box["services"] = services
         app.state.services = services
@@ -189,6 +195,7 @@ def create_app(settings: Settings) -> Starlette:
             if redis is not None:
                 await redis.aclose()
             await services.db.dispose()
+            failures.flush()  # the counts of failures still repeating when we stop
 
     view = GraphQLView(
         schema=build_schema(settings),
@@ -267,7 +274,7 @@ def create_app(settings: Settings) -> Starlette:
         *([Route("/debug/runtime", debug_runtime)] if settings.app_env == "test" else []),
         Route("/graphql", view, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", admission),
-        *webhook_routes(),
+        *webhook_routes(simulator=settings.simulator_enabled),
         *_admin_routes(settings.admin_dist_dir),
     ]
     middleware = [

@@ -95,7 +95,12 @@ async def test_graphiql_outside_production(client: GraphQLClient) -> None:
 
 async def test_no_graphiql_and_no_introspection_in_production(client_factory: Any) -> None:
     strong = "s" * 40
-    client = await client_factory(app_env="production", secret_key=strong, webhook_secret=strong)
+    client = await client_factory(
+        app_env="production",
+        secret_key=strong,
+        webhook_secret=strong,
+        payment_provider_url="https://payments.example.com",
+    )
     response = await client.http.get("/graphql", headers={"accept": "text/html"})
     assert "graphiql" not in response.text.lower()
     assert response.status_code in (400, 404, 405)

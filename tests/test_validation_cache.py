@@ -15,7 +15,12 @@ from schema import build_schema
 async def test_a_repeated_document_is_validated_once(
     app_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = load_settings(app_env=app_env, secret_key="s" * 32, webhook_secret="w" * 32)
+    settings = load_settings(
+        app_env=app_env,
+        secret_key="s" * 32,
+        webhook_secret="w" * 32,
+        payment_provider_url="https://payments.example.com",
+    )
     schema = build_schema(settings)
     validations: list[Any] = []
     real_validate = strawberry_schema.validate
