@@ -270,3 +270,25 @@ async def test_the_token_limit_is_a_validation_failure_and_syntax_a_parse_failur
     assert (await client.execute("{ products { sku ")).code == "GRAPHQL_PARSE_FAILED"
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "exceed the depth, alias, token, size or cost limits" in readme
+
+
+# --- the same limits as plain validation rules (Strawberry's own extensions) --------------
+
+
+async def test_the_limits_work_as_strawberry_validation_rules() -> None:
+    from graphql import parse, specified_rules, validate
+
+    from schema import build_schema
+    from schema.limits import Limits, document_rules
+
+    schema = build_schema()._schema
+    rules = (*document_rules(Limits(max_cost=100)), *specified_rules)
+    started = cpu_seconds()
+    assert validate(schema, parse(fragment_doubling(30)), rules) == []
+    assert cpu_seconds() - started < 2.0
+    errors = validate(schema, parse("{" + " me{id}" * 990 + "}"), rules)
+    assert [e.extensions["limit"] for e in errors] == ["QUERY_MAX_SELECTIONS"]  # type: ignore[index]
+    errors = validate(schema, parse("{ orders(limit: 100) { items { id } } }"), rules)
+    assert [e.message for e in errors] == [
+        "The query costs 101, more than the limit of 100 (see README, Query cost)."
+    ]
