@@ -86,13 +86,17 @@ class DocumentPolicy:
         )
 
     def cost(
-        self, schema: GraphQLSchema, document: DocumentNode, operation: str | None, variables: Any
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: str | None,
+        variables: Any,
+        text: str | None = None,
     ) -> int:
         if self._meter is None or self._meter.schema is not schema:
             self._meter = CostMeter(schema)
-        return self._meter.cost(
-            document, operation, variables if isinstance(variables, dict) else None
-        )
+        variables = variables if isinstance(variables, dict) else None
+        return self._meter.cost(document, operation, variables, text)
 
     def extension(self) -> DocumentRules:
         return DocumentRules(self)
@@ -131,6 +135,7 @@ class DocumentRules(SchemaExtension):
             context.graphql_document,
             context.operation_name,
             context.variables,
+            context.query,
         )
         self.requested = cost
         if not errors and cost > self.policy.limits.max_cost:

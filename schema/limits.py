@@ -24,7 +24,6 @@ to send the same field again; capped, the comparisons stay a few thousand.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -381,8 +380,9 @@ class CostMeter:
 
     def __init__(self, schema: GraphQLSchema, max_size: int = _CACHED_COSTS) -> None:
         self.schema = schema
-        self._costs: OrderedDict[tuple[Any, ...], int] = OrderedDict()
-        self._page_variables: OrderedDict[DocumentNode, tuple[str, ...]] = OrderedDict()
+        # Plain dicts, emptied when full: a lookup is on every request's path.
+        self._costs: dict[tuple[Any, ...], int] = {}
+        self._page_variables: dict[Any, tuple[str, ...]] = {}
         self._max_size = max_size
 
     def cost(
@@ -390,26 +390,25 @@ class CostMeter:
         document: DocumentNode,
         operation_name: str | None,
         variables: Mapping[str, Any] | None,
+        text: str | None = None,
     ) -> int:
-        names = self._remember(self._page_variables, document, lambda: _page_variables(document))
-        values = tuple(_int_or_none((variables or {}).get(n)) for n in names)
-        pages = dict(zip(names, values, strict=True))
-        return self._remember(
-            self._costs,
-            (document, operation_name, values),
-            lambda: operation_cost(self.schema, document, operation_name, pages),
-        )
-
-    def _remember(self, memo: OrderedDict[Any, Any], key: Any, compute: Any) -> Any:
-        found = memo.get(key)
-        if found is not None:
-            memo.move_to_end(key)
-            return found
-        value = compute()
-        memo[key] = value
-        if len(memo) > self._max_size:
-            memo.popitem(last=False)
-        return value
+        """`text`: the document's source, a cheaper key than its nodes (whose hash walks
+        the whole tree)."""
+        source: Any = document if text is None else text
+        names = self._page_variables.get(source)
+        if names is None:
+            if len(self._page_variables) >= self._max_size:
+                self._page_variables.clear()
+            names = self._page_variables[source] = _page_variables(document)
+        values = tuple(_int_or_none((variables or {}).get(n)) for n in names) if names else ()
+        key = (source, operation_name, values)
+        found = self._costs.get(key)
+        if found is None:
+            if len(self._costs) >= self._max_size:
+                self._costs.clear()
+            pages = dict(zip(names, values, strict=True))
+            found = self._costs[key] = operation_cost(self.schema, document, operation_name, pages)
+        return found
 
 
 def _int_or_none(value: Any) -> int | None:
