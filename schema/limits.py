@@ -24,7 +24,7 @@ to send the same field again; capped, the comparisons stay a few thousand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -54,6 +54,7 @@ from graphql import (
     is_composite_type,
 )
 from graphql.validation.validate import ValidationAbortedError
+from strawberry.extensions import SchemaExtension
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -577,3 +578,34 @@ def document_rules(limits: Limits) -> tuple[type[ASTValidationRule], ...]:
     limits_rule = type("DocumentLimitsRule", (DocumentLimitsRule,), {"limits": limits})
     cost_rule = type("QueryCostRule", (QueryCostRule,), {"limits": limits})
     return (limits_rule, cost_rule)
+
+
+def cost_extension(limits: Limits) -> type[SchemaExtension]:
+    """For a schema that validates through Strawberry's own extensions (with
+    `document_rules`): a Strawberry extension that puts `extensions.cost` on every
+    response and refuses an operation over the budget, variables counted. One meter (and
+    its memo) per call: call it once per schema."""
+    meters: list[CostMeter] = []
+
+    class QueryCost(SchemaExtension):
+        requested: int | None = None
+
+        def on_validate(self) -> Iterator[None]:
+            context = self.execution_context
+            if context.graphql_document is not None:
+                schema = context.schema._schema
+                if not meters or meters[0].schema is not schema:
+                    meters[:] = [CostMeter(schema)]
+                variables = context.variables if isinstance(context.variables, dict) else None
+                self.requested = meters[0].cost(
+                    context.graphql_document, context.operation_name, variables, context.query
+                )
+                if self.requested > limits.max_cost and not context.pre_execution_errors:
+                    # Set before validation runs: Strawberry then skips it and refuses.
+                    context.pre_execution_errors = [cost_error(self.requested, limits.max_cost)]
+            yield
+
+        def get_results(self) -> dict[str, Any]:
+            return {"cost": {"requested": self.requested, "limit": limits.max_cost}}
+
+    return QueryCost

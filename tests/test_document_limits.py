@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import strawberry
 import websockets
+from strawberry.extensions import AddValidationRules, ParserCache, ValidationCache
 
+from schema.limits import Limits, cost_extension, document_rules
 from tests.client import GraphQLClient
 from tests.live import live_server
 from tests.live_api import live_client
@@ -279,7 +282,6 @@ async def test_the_limits_work_as_strawberry_validation_rules() -> None:
     from graphql import parse, specified_rules, validate
 
     from schema import build_schema
-    from schema.limits import Limits, document_rules
 
     schema = build_schema()._schema
     rules = (*document_rules(Limits(max_cost=100)), *specified_rules)
@@ -292,3 +294,40 @@ async def test_the_limits_work_as_strawberry_validation_rules() -> None:
     assert [e.message for e in errors] == [
         "The query costs 101, more than the limit of 100 (see README, Query cost)."
     ]
+
+
+@strawberry.type
+class StockItem:
+    name: str
+
+
+@strawberry.type
+class StockQuery:
+    @strawberry.field
+    def items(self, limit: int = 10) -> list[StockItem]:
+        return [StockItem(name=str(i)) for i in range(limit)]
+
+
+async def test_the_limits_and_the_cost_on_stock_strawberry_extensions() -> None:
+    limits = Limits(max_cost=50)
+    rules = list(document_rules(limits))
+    schema = strawberry.Schema(
+        query=StockQuery,
+        extensions=[
+            lambda: ParserCache(),
+            lambda: ValidationCache(),
+            lambda: AddValidationRules(rules),
+            cost_extension(limits),
+        ],
+    )
+    result = await schema.execute("query($n: Int!) { items(limit: $n) { name } }", {"n": 5})
+    assert result.errors is None and len(result.data["items"]) == 5  # type: ignore[index]
+    assert result.extensions == {"cost": {"requested": 5, "limit": 50}}
+    result = await schema.execute("query($n: Int!) { items(limit: $n) { name } }", {"n": 60})
+    assert result.errors and result.errors[0].extensions["cost"]["requested"] == 60  # type: ignore[index]
+    started = cpu_seconds()
+    result = await schema.execute(fragment_doubling(30).replace("on Query", "on StockQuery"))
+    assert cpu_seconds() - started < 2.0
+    assert result.errors is None
+    result = await schema.execute("{" + " items { name }" * 200 + "}")
+    assert result.errors and result.errors[0].extensions["limit"] == "QUERY_MAX_SELECTIONS"  # type: ignore[index]
