@@ -72,7 +72,7 @@ class Limits:
     max_depth: int = 15
     max_aliases: int = 30
     max_nodes: int = 2000
-    max_spreads: int = 50
+    max_spreads: int = 100
     max_selections: int = 100
     max_repeats: int = 20
     max_cost: int = 2500
