@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     query_max_depth: int = Field(15, ge=2)
     query_max_tokens: int = Field(4000, ge=100)
     query_max_aliases: int = Field(30, ge=1)
+    # Document limits checked in one linear walk before validation (schema/limits.py).
+    query_max_nodes: int = Field(2000, ge=10)
+    query_max_spreads: int = Field(100, ge=0)
+    query_max_selections: int = Field(100, ge=1)
+    query_max_repeated_fields: int = Field(20, ge=0)
+    query_max_cost: int = Field(2500, ge=1)
     ws_max_subscriptions_per_connection: int = Field(20, ge=1)
     ws_max_connections_per_user: int = Field(10, ge=1)
     ws_keepalive_seconds: float = Field(15.0, gt=0)

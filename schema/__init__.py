@@ -7,13 +7,13 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.types import ExecutionContext
 
 from infra.settings import Settings
 from schema.documents import DocumentPolicy
-from schema.errors import ErrorCodes
+from schema.errors import ErrorCodes, QuietErrorCodes
 from schema.execution import FastExecutionContext
+from schema.limits import Limits
 from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
@@ -28,23 +28,24 @@ class OrderSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
-    max_depth = settings.query_max_depth if settings else 15
     max_tokens = settings.query_max_tokens if settings else 4000
-    max_aliases = settings.query_max_aliases if settings else 30
-    # The limiters make a new rule class per instance, and the validation cache is keyed
-    # by the rules: made per request they made every request miss the cache and validate
-    # again (most of a trivial request's time). Made once here, they are the same objects
-    # for every request.
-    rules: list[Any] = [
-        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
-    ]
-    if settings is not None and settings.is_production:
+    # Depth, aliases, size and cost: schema/limits.py, checked before GraphQL's own rules.
+    # The validation cache is keyed by the rules: they are the same objects for every
+    # request.
+    rules: list[Any] = []
+    production = settings is not None and settings.is_production
+    if production:
         rules.append(NoSchemaIntrospectionCustomRule)
-    documents = DocumentPolicy(max_tokens=max_tokens, rules=tuple(rules))
+    documents = DocumentPolicy(
+        max_tokens=max_tokens,
+        limits=Limits.from_settings(settings),
+        rules=tuple(rules),
+        # With introspection off, no "Did you mean 'orders'?" either.
+        hide_suggestions=production,
+    )
     # Factories: each request gets fresh extension instances; the policy and its caches
     # are shared.
-    extensions: list[Any] = [ErrorCodes, documents.extension]
+    extensions: list[Any] = [QuietErrorCodes if production else ErrorCodes, documents.extension]
     return OrderSchema(
         query=Query,
         mutation=Mutation,

@@ -4,34 +4,99 @@ One Strawberry extension does what Strawberry's MaxTokensLimiter, ParserCache,
 AddValidationRules and ValidationCache did together. Strawberry builds every extension
 anew for each request and looks up each one's hooks for each of its four stages with
 `inspect`: four extensions cost a trivial query about 20 µs before anything ran.
+
+Validation starts with schema/limits.py's linear walk: a document over a limit is refused
+before any of graphql-core's rules walks it. Each response says what its operation cost
+(`extensions.cost`); an operation over the budget is refused before it runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import lru_cache
+from typing import Any
 
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+    parse,
+    validate,
+)
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import validate_document
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
+
+from schema.limits import CostMeter, LimitExceeded, Limits, check_document, cost_error
 
 CACHED_DOCUMENTS = 512
+# Strawberry's own rules, which its validate_document adds to every validation.
+_STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
+
+
+def token_limit_error(error: GraphQLSyntaxError, max_tokens: int) -> GraphQLError | None:
+    """graphql-core's "Document contains more than N tokens" (a syntax error) as the
+    limit it is: GRAPHQL_VALIDATION_FAILED, like every other document limit."""
+    if "Parsing aborted" not in error.message:
+        return None
+    return LimitExceeded(f"The document has more than {max_tokens} tokens.", "QUERY_MAX_TOKENS")
 
 
 class DocumentPolicy:
     """The limits every document is held to, and the caches of parsed and validated
-    documents (shared by every request of one schema)."""
+    documents and of costs (shared by every request of one schema)."""
 
-    def __init__(self, *, max_tokens: int, rules: tuple[type[ASTValidationRule], ...]) -> None:
+    def __init__(
+        self,
+        *,
+        max_tokens: int,
+        limits: Limits,
+        rules: tuple[type[ASTValidationRule], ...],
+        hide_suggestions: bool = False,
+    ) -> None:
         self.max_tokens = max_tokens
+        self.limits = limits
         self.rules = rules
+        self.hide_suggestions = hide_suggestions
+        self._meter: CostMeter | None = None
         # Keyed by the text (and the token limit): a repeated document is the same node
         # tree every time, which schema/execution.py keeps its compiled plans on.
         self.parse: Callable[..., DocumentNode] = lru_cache(maxsize=CACHED_DOCUMENTS)(parse)
         self.validate: Callable[
             [GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule], ...]],
             list[GraphQLError],
-        ] = lru_cache(maxsize=CACHED_DOCUMENTS)(validate_document)
+        ] = lru_cache(maxsize=CACHED_DOCUMENTS)(self._validate)
+
+    def _validate(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        rules: tuple[type[ASTValidationRule], ...],
+    ) -> list[GraphQLError]:
+        limited: list[GraphQLError] = list(check_document(document, self.limits))
+        if limited:
+            return limited
+        return validate(
+            schema,
+            document,
+            (*rules, *_STRAWBERRY_RULES),
+            hide_suggestions=self.hide_suggestions,
+        )
+
+    def cost(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: str | None,
+        variables: Any,
+        text: str | None = None,
+    ) -> int:
+        if self._meter is None or self._meter.schema is not schema:
+            self._meter = CostMeter(schema)
+        variables = variables if isinstance(variables, dict) else None
+        return self._meter.cost(document, operation, variables, text)
 
     def extension(self) -> DocumentRules:
         return DocumentRules(self)
@@ -39,10 +104,11 @@ class DocumentPolicy:
 
 class DocumentRules(SchemaExtension):
     """Holds an operation's document to the policy: the token limit while parsing, the
-    policy's rules (depth, aliases, introspection) beside GraphQL's own while validating."""
+    limits and the policy's rules beside GraphQL's own while validating, then the cost."""
 
     def __init__(self, policy: DocumentPolicy) -> None:
         self.policy = policy
+        self.requested: int | None = None
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
@@ -52,13 +118,30 @@ class DocumentRules(SchemaExtension):
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
-        context.graphql_document = self.policy.parse(context.query, **context.parse_options)
+        try:
+            context.graphql_document = self.policy.parse(context.query, **context.parse_options)
+        except GraphQLSyntaxError as error:
+            raise token_limit_error(error, self.policy.max_tokens) or error from None
         yield
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         assert context.graphql_document is not None
-        context.pre_execution_errors = self.policy.validate(
+        errors = self.policy.validate(
             context.schema._schema, context.graphql_document, context.validation_rules
         )
+        cost = self.policy.cost(
+            context.schema._schema,
+            context.graphql_document,
+            context.operation_name,
+            context.variables,
+            context.query,
+        )
+        self.requested = cost
+        if not errors and cost > self.policy.limits.max_cost:
+            errors = [cost_error(cost, self.policy.limits.max_cost)]
+        context.pre_execution_errors = errors
         yield
+
+    def get_results(self) -> dict[str, Any]:
+        return {"cost": {"requested": self.requested, "limit": self.policy.limits.max_cost}}

@@ -7,6 +7,7 @@ a code of their own; anything else is logged with the request id and masked.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,17 +20,31 @@ from resolvers.errors import DomainError
 log = logging.getLogger("order_service.graphql")
 
 MASKED_MESSAGE = "Internal server error."
+# graphql-core's did_you_mean(): " Did you mean 'orders' or 'order'?", also with a
+# sub-message ("the enum value 'PAID'"). Names cannot hold a question mark.
+_SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
+
+
+def hide_suggestions(message: str) -> str:
+    """The message without graphql-core's "Did you mean ...?" (it names schema members)."""
+    return _SUGGESTION.sub("", message) if "Did you mean" in message else message
 
 
 def _code_for_graphql_error(error: GraphQLError) -> str:
     if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
+        # Past the token limit is a document limit like the others, not bad syntax.
+        if "Parsing aborted" in error.message:
+            return "GRAPHQL_VALIDATION_FAILED"
         return "GRAPHQL_PARSE_FAILED"
     if error.message.startswith("Variable ") or "got invalid value" in error.message:
         return "BAD_USER_INPUT"
     return "GRAPHQL_VALIDATION_FAILED"
 
 
-def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
+def format_error(
+    error: GraphQLError, request_id: str | None, *, quiet: bool = False
+) -> GraphQLError:
+    """The error as a client sees it; `quiet`: without suggestions of schema names."""
     original = error.original_error
     # GraphQLError wraps errors raised in resolvers; unwrap to the first real cause.
     while isinstance(original, GraphQLError) and original.original_error is not None:
@@ -39,7 +54,7 @@ def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
         message = original.message
         extensions = {"code": original.code, **original.extensions}
     elif original is None or isinstance(original, GraphQLError):
-        message = error.message
+        message = hide_suggestions(error.message) if quiet else error.message
         extensions = {**(error.extensions or {})}
         extensions.setdefault("code", _code_for_graphql_error(error))
     else:
@@ -64,18 +79,29 @@ def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
 
 
 class ErrorCodes(SchemaExtension):
+    # Whether messages lose graphql-core's suggestions (validation was told to leave them
+    # out; this catches those made while coercing variables, over HTTP and websockets).
+    quiet = False
+
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
         if result is None or not result.errors:
             return
         request_id = getattr(self.execution_context.context, "request_id", None)
-        result.errors = [format_error(e, request_id) for e in result.errors]
+        result.errors = [format_error(e, request_id, quiet=self.quiet) for e in result.errors]
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
         # Each result of a subscription is sent as it comes: code its errors now.
         errors = getattr(result, "errors", None)
         if errors:
             request_id = getattr(self.execution_context.context, "request_id", None)
-            result.errors = [format_error(e, request_id) for e in errors]
+            result.errors = [format_error(e, request_id, quiet=self.quiet) for e in errors]
         yield
+
+
+class QuietErrorCodes(ErrorCodes):
+    """ErrorCodes for production: no suggestions of schema names while introspection is
+    off."""
+
+    quiet = True

@@ -269,7 +269,9 @@ class GraphQLView(GraphQL[RequestContext, None]):
         """Names the operation for logs and metrics, and answers cacheable order reads
         from the read cache (see schema/cache.py)."""
         if (error := refusal(request_data.query, request_data.variables)) is not None:
-            return ExecutionResult(data=None, errors=[error])
+            # Refused before parsing: nothing was measured, but the budget is still said.
+            cost = {"requested": None, "limit": context.settings.query_max_cost}
+            return ExecutionResult(data=None, errors=[error], extensions={"cost": cost})
         op = describe(
             request_data.query, request_data.operation_name, context.settings.query_max_tokens
         )
@@ -320,7 +322,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
             return cast(GraphQLHTTPResponse, _EncodedResponse(result.body))
         # Parse errors are raised before the operation's extensions run: code them here.
         if result.errors:
-            result.errors = [format_error(e, state.get("request_id")) for e in result.errors]
+            quiet = request.app.state.settings.is_production
+            result.errors = [
+                format_error(e, state.get("request_id"), quiet=quiet) for e in result.errors
+            ]
         outcome = "ok"
         if result.errors:
             outcome = str((result.errors[0].extensions or {}).get("code", "ERROR"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import strawberry.schema.schema as strawberry_schema
 
+import schema.documents as documents
 from infra.settings import load_settings
 from schema import build_schema
 
@@ -23,13 +23,13 @@ async def test_a_repeated_document_is_validated_once(
     )
     schema = build_schema(settings)
     validations: list[Any] = []
-    real_validate = strawberry_schema.validate
+    real_validate = documents.validate
 
     def counting_validate(*args: Any, **kwargs: Any) -> Any:
         validations.append(args)
         return real_validate(*args, **kwargs)
 
-    monkeypatch.setattr(strawberry_schema, "validate", counting_validate)
+    monkeypatch.setattr(documents, "validate", counting_validate)
     for _ in range(3):
         result = await schema.execute("{ __typename }")
         assert result.errors is None and result.data == {"__typename": "Query"}

@@ -31,6 +31,8 @@ class Scenario:
     lost: Counter[str] = field(default_factory=Counter)
     checked: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    # Markdown lines (a table) written after the notes.
+    table: list[str] = field(default_factory=list)
     outcome: str = "not run"
     seconds: float = 0.0
 
@@ -142,6 +144,8 @@ class Ledger:
             lines.append(f"- lost: {lost}")
             for note in s.notes:
                 lines.append(f"- {note}")
+            if s.table:
+                lines += ["", *s.table]
             lines.append("")
         return "\n".join(lines).rstrip() + "\n"
 
