@@ -163,19 +163,7 @@ _ORDER_BY_TOKEN = Statement(
 )
 _INSERT_ORDER = Statement(
     lambda d: (
-        _insert(
-            d,
-            orders,
-            [
-                "user_id",
-                "status",
-                "client_token",
-                "items_fingerprint",
-                "amount_cents",
-                "created_at",
-                "updated_at",
-            ],
-        )
+        _insert(d, orders, [c.key for c in ORDER if not c.primary_key])
         .on_conflict_do_nothing(index_elements=["user_id", "client_token"])
         .returning(*ORDER)
     )
@@ -258,9 +246,11 @@ async def insert_order(
     items_fingerprint: str,
     amount_cents: int,
     now: datetime,
+    **columns: Any,
 ) -> OrderRow | None:
-    """The new order (columns not given get the table's defaults); None when the user
-    already has an order with this token."""
+    """The new order; None when the user already has an order with this token. Any other
+    column may be given by name (`columns`); one left out gets the table's default, or
+    NULL."""
     return await conn.one(
         _INSERT_ORDER,
         OrderRow,
@@ -271,6 +261,7 @@ async def insert_order(
         amount_cents=amount_cents,
         created_at=now,
         updated_at=now,
+        **columns,
     )
 
 

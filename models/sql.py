@@ -179,19 +179,22 @@ def _literal_values(compiled: Any, params: tuple[str, ...]) -> dict[str, Callabl
 
 
 def _insert_defaults(construct: Any, params: tuple[str, ...]) -> dict[str, Callable[[], Any]]:
-    """For an insert: the table's defaults of the columns whose values the caller may
-    leave out (SQLAlchemy adds a parameter for each column that has a default)."""
+    """For an insert: what a column takes when the caller leaves it out. The table's
+    default if it has one (SQLAlchemy adds a parameter for each such column), else NULL
+    if it may be NULL; a column with neither must be given."""
     if not getattr(construct, "is_insert", False):
         return {}
     defaults: dict[str, Callable[[], Any]] = {}
     for column in construct.table.columns:
         default = column.default
-        if column.key not in params or default is None:
+        if column.key not in params:
             continue
-        if default.is_callable:
+        if default is not None and default.is_callable:
             defaults[column.key] = functools.partial(default.arg, None)
-        elif default.is_scalar:
+        elif default is not None and default.is_scalar:
             defaults[column.key] = functools.partial(_identity, default.arg)
+        elif column.nullable:
+            defaults[column.key] = functools.partial(_identity, None)
     return defaults
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import (
     select,
 )
 
-from models import queries, rows, tables
+from models import queries, rows
 from models.db import Database
 from models.sql import POSTGRES, SQLITE, Statement
 from models.tables import Order, OrderLine, User
@@ -43,25 +43,53 @@ def test_every_column_of_a_table_is_a_field_of_its_row_type() -> None:
     assert "password_hash" not in [f.name for f in dataclasses.fields(rows.UserRow)]
 
 
+SCRATCH = Table(
+    "scratch",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("note", String(20), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class Scratch:
+    __table__ = SCRATCH
+
+
 def test_a_column_added_to_a_table_is_in_its_row_type_and_its_reads() -> None:
     """What adding a stored field relies on: the row type and `SELECT`s of the whole
     table follow the table; no list of columns to keep in step."""
-    scratch = Table(
-        "scratch",
-        MetaData(),
-        Column("id", Integer, primary_key=True),
-        Column("note", String(20), nullable=True),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-    )
-
-    class Scratch:
-        __table__ = scratch
-
     row_type = rows.row_type(Scratch)  # type: ignore[arg-type]
     assert [f.name for f in dataclasses.fields(row_type)] == ["id", "note", "created_at"]
-    read = Statement(lambda d: select(*scratch.c)).compiled(SQLITE).reader(row_type)
+    read = Statement(lambda d: select(*SCRATCH.c)).compiled(SQLITE).reader(row_type)
     row = read((1, None, "2026-12-01 12:00:00.000000"))
     assert (row.id, row.note, row.created_at) == (1, None, datetime(2026, 12, 1, 12, tzinfo=UTC))
+
+
+def test_a_row_is_read_by_column_name_wherever_the_column_is() -> None:
+    row_type = rows.row_type(Scratch)  # type: ignore[arg-type]
+    stmt = Statement(lambda d: select(literal_column("'x'").label("extra"), *reversed(SCRATCH.c)))
+    for dialect, created in ((SQLITE, "2026-12-01 12:00:00.000000"), (POSTGRES, NOON)):
+        compiled = stmt.compiled(dialect)
+        assert compiled.columns == ("extra", "created_at", "note", "id")
+        row = compiled.reader(row_type)(("x", created, "hello", 7))
+        assert (row.id, row.note, row.created_at) == (7, "hello", NOON)
+
+
+def test_an_insert_fills_in_what_the_caller_leaves_out_from_the_table() -> None:
+    """Defaults of the table for columns that have one; NULL for nullable ones."""
+    table = Table(
+        "scratch_insert",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("status", String(16), nullable=False, default="NEW"),
+        Column("note", String(20), nullable=True),
+    )
+    stmt = Statement(lambda d: queries._insert(d, table, ["status", "note"]))
+    for dialect in (POSTGRES, SQLITE):
+        compiled = stmt.compiled(dialect)
+        assert compiled.args({}) == ["NEW", None]
+        assert compiled.args({"note": "n", "status": "OLD"}) == ["OLD", "n"]
 
 
 def test_every_statement_compiles_on_both_dialects_and_reads_by_name() -> None:
@@ -83,27 +111,7 @@ def test_every_statement_compiles_on_both_dialects_and_reads_by_name() -> None:
         page.reader(rows.PaymentRow, "p_")
 
 
-def test_a_row_is_read_by_column_name_wherever_the_column_is() -> None:
-    stmt = Statement(
-        lambda d: select(literal_column("'x'").label("extra"), *reversed(queries.orders.c))
-    )
-    compiled = stmt.compiled(SQLITE)
-    assert compiled.columns[:3] == ("extra", "updated_at", "created_at")
-    values = {
-        "id": 7,
-        "user_id": 3,
-        "status": "PAID",
-        "version": 2,
-        "client_token": "t",
-        "items_fingerprint": "f",
-        "amount_cents": 100,
-        "created_at": "2026-12-01 12:00:00.000000",
-        "updated_at": "2026-12-01 13:00:00.000000",
-    }
-    reversed_row = [values[c.key] for c in reversed(tables.Order.__table__.columns)]  # type: ignore[attr-defined]
-    order = compiled.reader(rows.OrderRow)(["ignored", *reversed_row])
-    assert (order.id, order.status, order.version) == (7, "PAID", 2)
-    assert order.updated_at == datetime(2026, 12, 1, 13, tzinfo=UTC)
+NOON = datetime(2026, 12, 1, 12, tzinfo=UTC)
 
 
 async def _user(db: Database, email: str) -> int:
