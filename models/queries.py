@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     LABEL_STYLE_TABLENAME_PLUS_COL,
+    BigInteger,
     Integer,
     Text,
     and_,
@@ -184,7 +185,9 @@ def _insert_lines(d: Dialect) -> Any:
             .table_valued("sku", "qty", "price", with_ordinality="n")
             .render_derived("l")
         )
-        source = select(_p("order_id"), given.c.sku, given.c.qty, given.c.price).order_by(given.c.n)
+        source = select(
+            bindparam("order_id", type_=Integer), given.c.sku, given.c.qty, given.c.price
+        ).order_by(given.c.n)
     else:
         sku = func.json_each(bindparam("skus")).table_valued("key", "value").alias("s")
         qty = func.json_each(bindparam("qtys")).table_valued("key", "value").alias("q")
@@ -393,8 +396,9 @@ def _page_read_statement(
             select(*(o.c[c.key] for c in ORDER))
             .where(*_conditions(o, shape))
             .order_by(o.c.created_at.desc(), o.c.id.desc())
-            .limit(bindparam("limit", type_=Integer))
-            .offset(bindparam("offset", type_=Integer))
+            # An offset past 2**31 (a page far beyond the last) is a page with no rows.
+            .limit(bindparam("limit", type_=BigInteger))
+            .offset(bindparam("offset", type_=BigInteger))
         ).subquery("p")
         selected: list[Any] = [count.c.total, *page.c]
         joined = count.outerjoin(page, true())

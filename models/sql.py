@@ -31,12 +31,22 @@ from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from sqlalchemy import Boolean, ColumnElement, DateTime, any_, bindparam, func, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    DateTime,
+    String,
+    Text,
+    any_,
+    bindparam,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.sql.expression import Executable
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from models.tables import as_utc
 
@@ -65,7 +75,10 @@ class Dialect:
         PostgreSQL (one prepared statement whatever the length), `IN (SELECT value FROM
         json_each(?))` on SQLite."""
         if self.is_postgres:
-            values = bindparam(name, type_=postgresql.ARRAY(column.type))
+            # An array of TEXT, not of VARCHAR(n): a cast to VARCHAR(n) would cut a longer
+            # value down to one that matches.
+            item_type = Text() if _is_text(column.type) else column.type
+            values = bindparam(name, type_=postgresql.ARRAY(item_type))
             return column == any_(values)
         return column.in_(select(self.each(name, column.type)))
 
@@ -75,6 +88,12 @@ class Dialect:
             values = func.unnest(bindparam(name, type_=postgresql.ARRAY(item_type)))
             return values.table_valued("value").c.value
         return func.json_each(bindparam(name)).table_valued("value").c.value
+
+
+def _is_text(column_type: TypeEngine[Any]) -> bool:
+    """VARCHAR, TEXT, or a type that stores itself as one (SQLModel's AutoString)."""
+    impl = column_type.impl if isinstance(column_type, TypeDecorator) else column_type
+    return isinstance(impl, String)
 
 
 POSTGRES = Dialect("postgresql", asyncpg_dialect())

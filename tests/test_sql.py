@@ -228,6 +228,11 @@ async def test_filters_and_pages_of_orders(db: Database) -> None:
             conn, mine, limit=2, offset=10, with_lines=True, with_owners=True
         )
         assert (beyond.total, beyond.orders, beyond.lines, beyond.owners) == (5, [], [], [])
+        # The last page a client may ask for: an offset past 32 bits is no error.
+        far = await queries.read_page(
+            conn, mine, limit=100, offset=(2**31 - 2) * 100, with_lines=True, with_owners=True
+        )
+        assert (far.total, far.orders) == (5, [])
         assert await count(queries.OrderFilter(user_id=alice, status="PAID")) == 2
         assert await count(queries.OrderFilter(pattern="%gadget%")) == 5
         assert await count(queries.OrderFilter(pattern="%alice%", match_emails=True)) == 5
@@ -267,3 +272,16 @@ async def test_a_failed_write_transaction_leaves_nothing(db: Database) -> None:
             raise RuntimeError("boom")
     async with db.connect() as conn:
         assert await queries.order_by_token(conn, user_id, "gone") is None
+
+
+async def test_a_longer_sku_never_matches_a_stored_one_it_starts_with(db: Database) -> None:
+    """A list parameter is compared as text: cast to the column's VARCHAR(64) it would be
+    cut down to the stored SKU and priced as it."""
+    stored = "S" * 64
+    async with db.begin() as conn:
+        await queries.upsert_product(
+            conn, sku=stored, name="Long", price_cents=5, now=datetime.now(UTC)
+        )
+    async with db.connect() as conn:
+        assert await queries.prices(conn, [stored]) == {stored: 5}
+        assert await queries.prices(conn, [stored + "X"]) == {}
