@@ -16,30 +16,38 @@ from typing import Any
 import asyncpg
 
 from models import queries
+from models.sql import POSTGRES
 
 SQL_USER = queries.USER_BY_ID.pg
-
-
-def page_sql(user_id: int) -> str:
-    where = queries.OrderFilter(user_id=user_id)
-    return queries.page_statement(where, with_lines=True, with_owners=False).pg
+# The page of one user's orders with their lines (its parameters: user_id, limit, offset).
+PAGE = queries.page_statement(
+    queries.OrderFilter(user_id=0), with_lines=True, with_owners=False
+).compiled(POSTGRES)
 
 
 async def read(
     conn: asyncpg.Connection, user_id: int, limit: int
 ) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
     """The caller and the rows of the first page of its orders, one row per line (the
-    count, the order's columns 1-9, the line's 10-14); None if the caller is gone."""
+    count, the order's columns, the line's); None if the caller is gone."""
     caller = await conn.fetchrow(SQL_USER, user_id)
     if caller is None:
         return None
-    return caller, await conn.fetch(page_sql(user_id), user_id, limit, 0)
+    args = PAGE.args({"user_id": user_id, "limit": limit, "offset": 0})
+    return caller, await conn.fetch(PAGE.text, *args)
 
 
-# A page row: the count, the order's columns (1-9), the line's (10-14); an order without
-# lines has NULL line columns, and a page past the last order one row of NULLs.
-ORDER_ID, STATUS, VERSION, AMOUNT, CREATED = 1, 3, 4, 7, 8
-LINE_ID, SKU, QTY, UNIT_PRICE = 10, 12, 13, 14
+# A page row, by column name: the count, the order's columns (p_...), the line's (l_...);
+# an order without lines has NULL line columns, and a page past the last order one row
+# of NULLs.
+ORDER_ID, STATUS, VERSION, AMOUNT, CREATED = (
+    "p_id",
+    "p_status",
+    "p_version",
+    "p_amount_cents",
+    "p_created_at",
+)
+LINE_ID, SKU, QTY, UNIT_PRICE = "l_id", "l_sku", "l_qty", "l_unit_price_cents"
 
 
 def grouped(rows: list[asyncpg.Record]) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:
@@ -55,7 +63,7 @@ def grouped(rows: list[asyncpg.Record]) -> list[tuple[asyncpg.Record, list[async
 
 
 def total_and_pages(rows: list[asyncpg.Record], limit: int) -> tuple[int, int]:
-    total = int(rows[0]["total"]) if rows else 0
+    total = int(rows[0]["t_total"]) if rows else 0
     return total, -(-total // limit) if total else 0
 
 

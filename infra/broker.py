@@ -1,4 +1,4 @@
-"""Event broker: fan-out of published messages to listeners and bounded queues.
+"""Event broker: fan-out of published messages to the listeners of this process.
 
 `InProcessBroker` serves the embedded default (one process). `RedisBroker` shares the
 same `Fanout`, fed by one Redis listener per process.
@@ -13,7 +13,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,54 +30,8 @@ from infra.tasks import cancel_and_wait
 log = logging.getLogger("order_service.broker")
 
 
-class SubscriberTooSlow(Exception):
-    """The subscriber's queue filled up; it was dropped rather than let memory grow."""
-
-
 class BrokerUnavailable(Exception):
     """The broker could not take a message; the outbox relay will try again."""
-
-
-class Subscription:
-    def __init__(self, fanout: Fanout, channel: str, maxsize: int) -> None:
-        self.channel = channel
-        self._fanout = fanout
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=maxsize)
-        self.overflowed = False
-        self.closed = False
-
-    def offer(self, message: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.overflowed = True
-            self._close_queue()
-
-    def _close_queue(self) -> None:
-        self.closed = True
-        self._fanout.remove(self)
-        # Wake a waiting reader: empty the queue so the end marker fits.
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._close_queue()
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        while True:
-            message = await self._queue.get()
-            if message is None:
-                if self.overflowed:
-                    raise SubscriberTooSlow("subscriber could not keep up and was dropped")
-                return
-            yield message
 
 
 class Listener(Protocol):
@@ -92,30 +46,17 @@ class Listener(Protocol):
 
 
 class Fanout:
-    """Channel name -> listeners and live subscriptions, all on this process's event loop."""
+    """Channel name -> listeners, all on this process's event loop."""
 
     def __init__(self) -> None:
-        self._subs: dict[str, set[Subscription]] = {}
         self._listeners: dict[str, list[Listener]] = {}
 
     def listen(self, channel: str, listener: Listener) -> None:
         self._listeners.setdefault(channel, []).append(listener)
 
-    def add(self, channel: str, maxsize: int) -> Subscription:
-        sub = Subscription(self, channel, maxsize)
-        self._subs.setdefault(channel, set()).add(sub)
-        return sub
-
-    def remove(self, sub: Subscription) -> None:
-        subs = self._subs.get(sub.channel)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._subs[sub.channel]
-
     def dispatch(self, channel: str, message: bytes) -> int:
-        """Hand the message to every listener and subscription of the channel; the number
-        of subscribers reached."""
+        """Hand the message to every listener of the channel; the number of subscribers
+        reached."""
         reached = 0
         for listener in tuple(self._listeners.get(channel, ())):
             try:
@@ -125,25 +66,16 @@ class Fanout:
                 # it is a bug of that listener, logged loudly rather than lost quietly.
                 log.exception("a listener of %s failed on a message", channel)
             reached += len(listener)
-        subs = self._subs.get(channel)
-        if subs:
-            for sub in list(subs):
-                sub.offer(message)
-            reached += len(subs)
         return reached
 
     def count(self) -> int:
-        """Subscribers of this process: queued subscriptions and those of the listeners."""
-        listened = sum(len(x) for listeners in self._listeners.values() for x in listeners)
-        return listened + sum(len(s) for s in self._subs.values())
+        """Subscribers of this process: those of the listeners."""
+        return sum(len(x) for listeners in self._listeners.values() for x in listeners)
 
     def close_all(self) -> None:
         for listeners in list(self._listeners.values()):
             for listener in list(listeners):
                 listener.close()
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                sub.close()
 
 
 class Broker(Protocol):
@@ -154,8 +86,6 @@ class Broker(Protocol):
     async def stop(self) -> None: ...
 
     async def publish(self, channel: str, message: bytes) -> None: ...
-
-    def subscribe(self, channel: str, maxsize: int) -> Subscription: ...
 
     async def healthy(self) -> bool: ...
 
@@ -177,9 +107,6 @@ class InProcessBroker:
         # to every subscriber in one go, which a publishing request must not wait for.
         # Messages keep their order (the loop runs callbacks first in, first out).
         asyncio.get_running_loop().call_soon(self.fanout.dispatch, channel, message)
-
-    def subscribe(self, channel: str, maxsize: int) -> Subscription:
-        return self.fanout.add(channel, maxsize)
 
     async def healthy(self) -> bool:
         return True
@@ -270,9 +197,6 @@ class RedisBroker:
         except (RedisError, OSError) as exc:
             self._fail_until = time.monotonic() + self.FAIL_FAST_SECONDS
             raise BrokerUnavailable(f"Redis publish failed: {exc}") from exc
-
-    def subscribe(self, channel: str, maxsize: int) -> Subscription:
-        return self.fanout.add(channel, maxsize)
 
     async def healthy(self) -> bool:
         """Redis answers, and this process hears what the others publish."""

@@ -5,17 +5,17 @@ queue on the busy timeout instead of failing when one upgrades a read lock; read
 deferred transactions so they never wait on a writer (WAL).
 
 Two ways in. `connect()` and `begin()` hand out driver connections for the statements of
-`models.sql`: what the request paths use. On PostgreSQL they come from a pool of asyncpg
-connections of their own (models/pool.py), each keeping its prepared statements. On
-SQLite they are the aiosqlite connections of SQLAlchemy's pool, so they carry the
-engine's pragmas. `read()` and `transaction()` are ORM sessions, for tools, migrations
-and tests.
+`models.sql`: what the request paths use. Each backend has one pool. On PostgreSQL it is
+models/pool.py, of asyncpg connections that each keep their prepared statements. On
+SQLite it is the SQLAlchemy engine's, of aiosqlite connections carrying the engine's
+pragmas. `read()` and `transaction()` are ORM sessions, for tools and tests: on SQLite
+they share that pool; on PostgreSQL they open a connection of their own each time
+(NullPool), so there is no second pool to size, watch or drain.
 
 On PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its own
 snapshot anyway, so a BEGIN and ROLLBACK around a read would be two round trips that buy
-nothing. SQLAlchemy's connections are pinged once when they leave the pool (one round
-trip; its pool_pre_ping wraps the ping in BEGIN/ROLLBACK: three); the asyncpg pool replaces
-a connection that the server closed when it is next acquired.
+nothing. The asyncpg pool replaces a connection that the server closed when it is next
+acquired.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event
+from sqlalchemy import event, literal_column, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -58,7 +58,7 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POOL_CLOSE_TIMEOUT_SECONDS = 5.0
-_PING = Statement("SELECT 1")
+_PING = Statement(lambda d: select(literal_column("1")))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -75,15 +75,18 @@ def _take_over_transactions(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
-def _ping_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    # A connection that died in the pool (a database restart) is replaced, not handed out.
-    try:
-        dbapi_connection.run_async(lambda conn: conn.fetchrow(";"))
-    except Exception as exc:
-        raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
+# An execution option of the engine that ORM write sessions use on SQLite.
+_IMMEDIATE = "sqlite_begin_immediate"
 
 
-def create_engine_for(url: str, *, pool_size: int = 10, immediate: bool = False) -> AsyncEngine:
+def _begin(conn: Any) -> None:
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_engine_for(url: str) -> AsyncEngine:
+    """SQLite: the engine whose pool the request paths share. PostgreSQL: an engine
+    without a pool, for ORM sessions (tools, tests); requests use models/pool.py."""
     kwargs: dict[str, Any] = {}
     is_sqlite = url.startswith("sqlite")
     if is_sqlite:
@@ -91,17 +94,14 @@ def create_engine_for(url: str, *, pool_size: int = 10, immediate: bool = False)
         if ":memory:" in url or make_url(url).database in (None, ""):
             raise ValueError("DATABASE_URL: an in-memory SQLite database is not supported")
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        kwargs["poolclass"] = NullPool
     # Statement parameters can hold password hashes: never put them in logs or errors.
     engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if is_sqlite:
         sync = engine.sync_engine
         event.listen(sync, "connect", _sqlite_pragmas)
         event.listen(sync, "connect", _take_over_transactions)
-        begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-        event.listen(sync, "begin", lambda conn: conn.exec_driver_sql(begin_sql))
-    else:
-        event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
+        event.listen(sync, "begin", _begin)
     return engine
 
 
@@ -125,33 +125,20 @@ class Database:
         self.pool_size = pool_size
         self._listeners: list[StatementListener] = []
         self._pg_pool: ConnectionPool | None = None
-        self.engine = create_engine_for(url, pool_size=pool_size)
-        self.write_engine = (
-            create_engine_for(url, pool_size=pool_size, immediate=True)
-            if self.is_sqlite
-            else self.engine
-        )
+        self.engine = create_engine_for(url)
         read_engine = (
             self.engine
             if self.is_sqlite
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        write_engine = (
+            self.engine.execution_options(**{_IMMEDIATE: True}) if self.is_sqlite else self.engine
+        )
         self._read_sessions = async_sessionmaker(
             read_engine, class_=AsyncSession, expire_on_commit=False
         )
         self._write_sessions = async_sessionmaker(
-            self.write_engine, class_=AsyncSession, expire_on_commit=False
-        )
-
-    @property
-    def engines(self) -> tuple[AsyncEngine, ...]:
-        return (
-            (self.engine,)
-            if self.write_engine is self.engine
-            else (
-                self.engine,
-                self.write_engine,
-            )
+            write_engine, class_=AsyncSession, expire_on_commit=False
         )
 
     @asynccontextmanager
@@ -176,7 +163,7 @@ class Database:
         """A connection in a write transaction: committed on success, rolled back on error.
         On SQLite it begins IMMEDIATE: writers queue on the busy timeout."""
         if self.is_sqlite:
-            async with self.write_engine.connect() as sa_conn:
+            async with self.engine.connect() as sa_conn:
                 raw = await sa_conn.get_raw_connection()
                 conn = SqliteConnection(raw.driver_connection, self._listeners)
                 await conn.run_script("BEGIN IMMEDIATE")
@@ -222,14 +209,12 @@ class Database:
             record(statement)
 
         self._listeners.append(record)
-        for engine in self.engines:
-            event.listen(engine.sync_engine, "before_cursor_execute", record_orm)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", record_orm)
         try:
             yield statements
         finally:
             self._listeners.remove(record)
-            for engine in self.engines:
-                event.remove(engine.sync_engine, "before_cursor_execute", record_orm)
+            event.remove(self.engine.sync_engine, "before_cursor_execute", record_orm)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -244,23 +229,20 @@ class Database:
 
     async def ping(self) -> None:
         async with self.connect() as conn:
-            await conn.fetchval(_PING)
+            await conn.value(_PING)
 
     def pool_in_use(self) -> int:
-        in_use = 0
-        for engine in self.engines:
-            checked_out = getattr(engine.pool, "checkedout", None)
-            in_use += int(checked_out()) if callable(checked_out) else 0
-        if self._pg_pool is not None:
-            in_use += self._pg_pool.in_use
-        return in_use
+        """Connections of the request pool in use."""
+        if not self.is_sqlite:
+            return self._pg_pool.in_use if self._pg_pool is not None else 0
+        checked_out = getattr(self.engine.pool, "checkedout", None)
+        return int(checked_out()) if callable(checked_out) else 0
 
     async def dispose(self) -> None:
         pool, self._pg_pool = self._pg_pool, None
         if pool is not None:
             await pool.close(give_up_after=POOL_CLOSE_TIMEOUT_SECONDS)
-        for engine in self.engines:
-            await engine.dispose()
+        await self.engine.dispose()
 
 
 def null_pool_engine(url: str) -> AsyncEngine:

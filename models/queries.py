@@ -1,8 +1,11 @@
 """The statements of the request paths, one function each, on a `models.sql` connection.
 
 Use cases (resolvers/) own the connection and the transaction; these functions only say
-what to read or write and turn rows into `models.rows`. Every statement text is fixed (or
-one of a few shapes, for the order filters), so asyncpg prepares each once per connection.
+what to read or write, built from the tables with SQLAlchemy Core, and hand back the row
+types of `models.rows`. Every statement is fixed (or one of a few shapes, for the order
+filters), so asyncpg prepares each once per connection. Writes answer with the rows they
+wrote (`RETURNING`), so what a request hands back is what the database holds, defaults
+and all, without reading it again.
 """
 
 from __future__ import annotations
@@ -11,130 +14,230 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
+from sqlalchemy import (
+    LABEL_STYLE_TABLENAME_PLUS_COL,
+    BigInteger,
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+
+from models import tables
 from models.rows import (
-    LINE_COLUMNS,
-    ORDER_COLUMNS,
-    OUTBOX_COLUMNS,
-    PAYMENT_COLUMNS,
-    PRODUCT_COLUMNS,
-    USER_COLUMNS,
     LineRow,
     OrderRow,
     OutboxRow,
     PaymentRow,
     ProductRow,
     UserRow,
+    columns,
+    table_of,
 )
-from models.sql import Connection, Statement
+from models.sql import Connection, Dialect, Statement
+
+users = table_of(tables.User)
+product_table = table_of(tables.Product)
+orders = table_of(tables.Order)
+order_lines = table_of(tables.OrderLine)
+payments = table_of(tables.Payment)
+dead_letters = table_of(tables.PaymentDeadLetter)
+inbox = table_of(tables.WebhookDelivery)
+outbox = table_of(tables.OutboxEvent)
+
+USER = columns(tables.User)
+ORDER = columns(tables.Order)
+LINE = columns(tables.OrderLine)
+PAYMENT = columns(tables.Payment)
+PRODUCT = columns(tables.Product)
+OUTBOX = columns(tables.OutboxEvent)
+
+
+def _p(name: str) -> Any:
+    return bindparam(name)
+
+
+def _insert(d: Dialect, table: Any, names: Sequence[str]) -> Any:
+    """`INSERT INTO table (names...) VALUES (:name...)`; SQLAlchemy adds the columns
+    that have a default in the table (models.sql fills in those the caller leaves out)."""
+    return d.insert(table).values({name: bindparam(name) for name in names})
+
 
 # -- users -------------------------------------------------------------------------------
 
-USER_BY_ID = Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1")
-_USERS_BY_IDS = Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1::int[])")
-
-
+USER_BY_ID = Statement(lambda d: select(*USER).where(users.c.id == _p("id")))
+_USERS_BY_IDS = Statement(lambda d: select(*USER).where(d.one_of(users.c.id, "ids")))
 _USER_BY_EMAIL = Statement(
-    f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE lower(email) = $1"
+    lambda d: select(*USER, users.c.password_hash).where(func.lower(users.c.email) == _p("email"))
 )
 _INSERT_USER = Statement(
-    "INSERT INTO users (email, password_hash, role, created_at) VALUES ($1, $2, $3, $4) "
-    "ON CONFLICT (email) DO NOTHING RETURNING id"
+    lambda d: (
+        _insert(d, users, ["email", "password_hash", "role", "created_at"])
+        .on_conflict_do_nothing(index_elements=["email"])
+        .returning(*USER)
+    )
 )
-_SET_ROLE = Statement("UPDATE users SET role = $2 WHERE id = $1")
+_SET_ROLE = Statement(
+    lambda d: update(users).where(users.c.id == _p("user_id")).values(role=_p("role"))
+)
 
 
 async def user_by_id(conn: Connection, user_id: int) -> UserRow | None:
-    row = await conn.fetchrow(USER_BY_ID, user_id)
-    return UserRow.of(row) if row is not None else None
+    return await conn.one(USER_BY_ID, UserRow, id=user_id)
 
 
 async def users_by_ids(conn: Connection, user_ids: Sequence[int]) -> list[UserRow]:
-    return [UserRow.of(r) for r in await conn.fetch(_USERS_BY_IDS, list(user_ids))]
+    return await conn.rows(_USERS_BY_IDS, UserRow, ids=list(user_ids))
 
 
 async def user_by_email(conn: Connection, email: str) -> tuple[UserRow, str] | None:
     """The user with this (lower-cased) email and its password hash, for logins."""
-    row = await conn.fetchrow(_USER_BY_EMAIL, email)
-    return (UserRow.of(row), row[4]) if row is not None else None
+    compiled = _USER_BY_EMAIL.compiled(conn.dialect)
+    rows = await conn.fetch(_USER_BY_EMAIL, email=email)
+    if not rows:
+        return None
+    row = rows[0]
+    return compiled.reader(UserRow)(row), row[compiled.index("password_hash")]
 
 
 async def insert_user(
     conn: Connection, *, email: str, password_hash: str, role: str, now: datetime
 ) -> UserRow | None:
     """The new user; None when the email is taken."""
-    user_id = await conn.fetchval(_INSERT_USER, email, password_hash, role, now)
-    return UserRow(user_id, email, role, now) if user_id is not None else None
+    return await conn.one(
+        _INSERT_USER, UserRow, email=email, password_hash=password_hash, role=role, created_at=now
+    )
 
 
 async def set_role(conn: Connection, user_id: int, role: str) -> None:
-    await conn.execute(_SET_ROLE, user_id, role)
+    await conn.execute(_SET_ROLE, user_id=user_id, role=role)
 
 
 # -- catalog -----------------------------------------------------------------------------
 
-_PRODUCTS = Statement(f"SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku")
-_UPSERT_PRODUCT = Statement(
-    "INSERT INTO products (sku, name, price_cents, updated_at) VALUES ($1, $2, $3, $4) "
-    "ON CONFLICT (sku) DO UPDATE SET name = excluded.name, "
-    "price_cents = excluded.price_cents, updated_at = excluded.updated_at"
-)
+_PRODUCTS = Statement(lambda d: select(*PRODUCT).order_by(product_table.c.sku))
+
+
+def _upsert_product(d: Dialect) -> Any:
+    stmt = _insert(d, product_table, [c.key for c in PRODUCT])
+    changed = {c.key: stmt.excluded[c.key] for c in PRODUCT if not c.primary_key}
+    return stmt.on_conflict_do_update(index_elements=["sku"], set_=changed).returning(*PRODUCT)
+
+
+_UPSERT_PRODUCT = Statement(_upsert_product)
 
 
 async def products(conn: Connection) -> list[ProductRow]:
-    return [ProductRow.of(r) for r in await conn.fetch(_PRODUCTS)]
+    return await conn.rows(_PRODUCTS, ProductRow)
 
 
-async def upsert_product(conn: Connection, product: ProductRow) -> None:
-    await conn.execute(
-        _UPSERT_PRODUCT, product.sku, product.name, product.price_cents, product.updated_at
+async def upsert_product(
+    conn: Connection, *, sku: str, name: str, price_cents: int, now: datetime
+) -> ProductRow:
+    product = await conn.one(
+        _UPSERT_PRODUCT, ProductRow, sku=sku, name=name, price_cents=price_cents, updated_at=now
     )
+    assert product is not None  # an upsert always writes its row
+    return product
 
 
 # -- orders ------------------------------------------------------------------------------
 
-_ORDER_BY_ID = Statement(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1")
-_ORDER_BY_ID_LOCKED = Statement(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE")
+_ORDER_BY_ID = Statement(lambda d: select(*ORDER).where(orders.c.id == _p("id")))
+_ORDER_BY_ID_LOCKED = Statement(
+    lambda d: select(*ORDER).where(orders.c.id == _p("id")).with_for_update()
+)
 _ORDER_BY_TOKEN = Statement(
-    f"SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND client_token = $2"
+    lambda d: select(*ORDER).where(
+        orders.c.user_id == _p("user_id"), orders.c.client_token == _p("client_token")
+    )
 )
 _INSERT_ORDER = Statement(
-    "INSERT INTO orders (user_id, status, version, client_token, items_fingerprint, "
-    "amount_cents, created_at, updated_at) VALUES ($1, $2, 1, $3, $4, $5, $6, $6) "
-    "ON CONFLICT (user_id, client_token) DO NOTHING RETURNING id"
+    lambda d: (
+        _insert(d, orders, [c.key for c in ORDER if not c.primary_key])
+        .on_conflict_do_nothing(index_elements=["user_id", "client_token"])
+        .returning(*ORDER)
+    )
 )
-_INSERT_LINES = Statement(
-    "INSERT INTO order_lines (order_id, sku, qty, unit_price_cents) "
-    "SELECT $1, sku, qty, price "
-    "FROM unnest($2::text[], $3::int[], $4::int[]) WITH ORDINALITY AS l(sku, qty, price, n) "
-    "ORDER BY n",
-    sqlite="INSERT INTO order_lines (order_id, sku, qty, unit_price_cents) "
-    "SELECT ?1, s.value, q.value, p.value FROM json_each(?2) AS s "
-    "JOIN json_each(?3) AS q ON q.key = s.key JOIN json_each(?4) AS p ON p.key = s.key "
-    "ORDER BY s.key",
-)
+
+
+def _insert_lines(d: Dialect) -> Any:
+    """The lines from three parallel lists (SKUs, quantities, prices), in list order."""
+    target = [order_lines.c.order_id, order_lines.c.sku, order_lines.c.qty]
+    target.append(order_lines.c.unit_price_cents)
+    if d.is_postgres:
+        given = (
+            func.unnest(
+                bindparam("skus", type_=postgresql.ARRAY(Text)),
+                bindparam("qtys", type_=postgresql.ARRAY(Integer)),
+                bindparam("prices", type_=postgresql.ARRAY(Integer)),
+            )
+            .table_valued("sku", "qty", "price", with_ordinality="n")
+            .render_derived("l")
+        )
+        source = select(
+            bindparam("order_id", type_=Integer), given.c.sku, given.c.qty, given.c.price
+        ).order_by(given.c.n)
+    else:
+        sku = func.json_each(bindparam("skus")).table_valued("key", "value").alias("s")
+        qty = func.json_each(bindparam("qtys")).table_valued("key", "value").alias("q")
+        price = func.json_each(bindparam("prices")).table_valued("key", "value").alias("pr")
+        source = (
+            select(_p("order_id"), sku.c.value, qty.c.value, price.c.value)
+            .select_from(
+                sku.join(qty, qty.c.key == sku.c.key).join(price, price.c.key == sku.c.key)
+            )
+            .order_by(sku.c.key)
+        )
+    return order_lines.insert().from_select(target, source).returning(*LINE)
+
+
+_INSERT_LINES = Statement(_insert_lines)
 _LINES_OF = Statement(
-    f"SELECT {LINE_COLUMNS} FROM order_lines WHERE order_id = ANY($1::int[]) ORDER BY order_id, id"
+    lambda d: (
+        select(*LINE)
+        .where(d.one_of(order_lines.c.order_id, "order_ids"))
+        .order_by(order_lines.c.order_id, order_lines.c.id)
+    )
 )
-_PRICES = Statement("SELECT sku, price_cents FROM products WHERE sku = ANY($1::text[])")
+_PRICES = Statement(
+    lambda d: select(product_table.c.sku, product_table.c.price_cents).where(
+        d.one_of(product_table.c.sku, "skus")
+    )
+)
+_ONE = literal_column("1", Integer)
 _MOVE_ORDER = Statement(
-    "UPDATE orders SET status = $1, version = version + 1, updated_at = $2 "
-    "WHERE id = $3 AND version = $4"
+    lambda d: (
+        update(orders)
+        .where(orders.c.id == _p("id"), orders.c.version == _p("expected_version"))
+        .values(status=_p("status"), version=orders.c.version + _ONE, updated_at=_p("now"))
+        .returning(*ORDER)
+    )
 )
 
 
 async def order_by_id(conn: Connection, order_id: int, *, lock: bool = False) -> OrderRow | None:
-    row = await conn.fetchrow(_ORDER_BY_ID_LOCKED if lock else _ORDER_BY_ID, order_id)
-    return OrderRow.of(row) if row is not None else None
+    return await conn.one(_ORDER_BY_ID_LOCKED if lock else _ORDER_BY_ID, OrderRow, id=order_id)
 
 
 async def order_by_token(conn: Connection, user_id: int, client_token: str) -> OrderRow | None:
-    row = await conn.fetchrow(_ORDER_BY_TOKEN, user_id, client_token)
-    return OrderRow.of(row) if row is not None else None
+    return await conn.one(_ORDER_BY_TOKEN, OrderRow, user_id=user_id, client_token=client_token)
 
 
 async def prices(conn: Connection, skus: Sequence[str]) -> dict[str, int]:
-    return {r[0]: r[1] for r in await conn.fetch(_PRICES, list(skus))}
+    compiled = _PRICES.compiled(conn.dialect)
+    sku_at, price_at = compiled.index("sku"), compiled.index("price_cents")
+    return {r[sku_at]: r[price_at] for r in await conn.fetch(_PRICES, skus=list(skus))}
 
 
 async def insert_order(
@@ -146,34 +249,62 @@ async def insert_order(
     items_fingerprint: str,
     amount_cents: int,
     now: datetime,
-) -> int | None:
-    """The new order's id; None when the user already has an order with this token."""
-    order_id: int | None = await conn.fetchval(
-        _INSERT_ORDER, user_id, status, client_token, items_fingerprint, amount_cents, now
+    **columns: Any,
+) -> OrderRow | None:
+    """The new order; None when the user already has an order with this token. Any other
+    column may be given by name (`columns`); one left out gets the table's default, or
+    NULL."""
+    return await conn.one(
+        _INSERT_ORDER,
+        OrderRow,
+        user_id=user_id,
+        status=status,
+        client_token=client_token,
+        items_fingerprint=items_fingerprint,
+        amount_cents=amount_cents,
+        created_at=now,
+        updated_at=now,
+        **columns,
     )
-    return order_id
 
 
-async def insert_lines(conn: Connection, order_id: int, lines: Sequence[LineRow]) -> None:
-    """All of an order's lines in one statement, in the given order."""
-    await conn.execute(
+@dataclass(frozen=True, slots=True)
+class NewLine:
+    sku: str
+    qty: int
+    unit_price_cents: int
+
+
+async def insert_lines(conn: Connection, order_id: int, lines: Sequence[NewLine]) -> list[LineRow]:
+    """All of an order's lines in one statement; the rows written, in the given order."""
+    written = await conn.rows(
         _INSERT_LINES,
-        order_id,
-        [line.sku for line in lines],
-        [line.qty for line in lines],
-        [line.unit_price_cents for line in lines],
+        LineRow,
+        order_id=order_id,
+        skus=[line.sku for line in lines],
+        qtys=[line.qty for line in lines],
+        prices=[line.unit_price_cents for line in lines],
     )
+    # Ids follow the insert's order; RETURNING's own order is not promised.
+    return sorted(written, key=lambda line: line.id)
 
 
 async def lines_of(conn: Connection, order_ids: Sequence[int]) -> list[LineRow]:
-    return [LineRow.of(r) for r in await conn.fetch(_LINES_OF, list(order_ids))]
+    return await conn.rows(_LINES_OF, LineRow, order_ids=list(order_ids))
 
 
 async def move_order(
     conn: Connection, order_id: int, status: str, expected_version: int, now: datetime
-) -> bool:
-    """Optimistic locking: True when the order was at `expected_version` (and now is not)."""
-    return await conn.execute(_MOVE_ORDER, status, now, order_id, expected_version) == 1
+) -> OrderRow | None:
+    """Optimistic locking: the moved order when it was at `expected_version`, else None."""
+    return await conn.one(
+        _MOVE_ORDER,
+        OrderRow,
+        id=order_id,
+        expected_version=expected_version,
+        status=status,
+        now=now,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,52 +324,43 @@ class OrderFilter:
             self.user_id is not None,
             self.status is not None,
             self.pattern is not None,
-            self.order_id is not None,
-            self.match_emails,
+            self.order_id is not None and self.pattern is not None,
+            self.match_emails and self.pattern is not None,
         )
 
-    def args(self) -> list[object]:
-        values: list[object] = []
-        if self.user_id is not None:
-            values.append(self.user_id)
-        if self.status is not None:
-            values.append(self.status)
-        if self.pattern is not None:
-            values.append(self.pattern)
-            if self.order_id is not None:
-                values.append(self.order_id)
-        return values
+    def params(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "status": self.status,
+            "pattern": self.pattern,
+            "order_id": self.order_id,
+        }
 
 
-@lru_cache(maxsize=64)
-def _where(shape: tuple[bool, bool, bool, bool, bool]) -> tuple[str, int]:
-    """The WHERE clause of a filter shape, and how many parameters it takes."""
+def _conditions(o: Any, shape: tuple[bool, bool, bool, bool, bool]) -> list[Any]:
+    """The conditions of a filter shape on the orders `o`."""
     by_user, by_status, by_q, by_id, by_email = shape
-    conditions: list[str] = []
-    n = 0
+    conditions: list[Any] = []
     if by_user:
-        n += 1
-        conditions.append(f"o.user_id = ${n}")
+        conditions.append(o.c.user_id == _p("user_id"))
     if by_status:
-        n += 1
-        conditions.append(f"o.status = ${n}")
+        conditions.append(o.c.status == _p("status"))
     if by_q:
-        n += 1
-        pattern = n
+        line = order_lines.alias("l")
         matches = [
-            "EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id "
-            f"AND lower(l.sku) LIKE ${pattern} ESCAPE '\\')"
+            select(1)
+            .where(line.c.order_id == o.c.id)
+            .where(func.lower(line.c.sku).like(_p("pattern"), escape="\\"))
+            .exists()
         ]
         if by_id:
-            n += 1
-            matches.append(f"o.id = ${n}")
+            matches.append(o.c.id == _p("order_id"))
         if by_email:
-            matches.append(
-                "o.user_id IN (SELECT u.id FROM users u "
-                f"WHERE lower(u.email) LIKE ${pattern} ESCAPE '\\')"
-            )
-        conditions.append("(" + " OR ".join(matches) + ")")
-    return (" WHERE " + " AND ".join(conditions)) if conditions else "", n
+            u = users.alias("u")
+            emails = select(u.c.id).where(func.lower(u.c.email).like(_p("pattern"), escape="\\"))
+            matches.append(o.c.user_id.in_(emails))
+        conditions.append(or_(*matches))
+    return conditions
 
 
 @dataclass(slots=True)
@@ -251,38 +373,53 @@ class PageRead:
     owners: list[UserRow]
 
 
-def _prefixed(columns: str, alias: str) -> list[str]:
-    return [f"{alias}.{c.strip()}" for c in columns.split(",")]
-
-
 def page_statement(where: OrderFilter, *, with_lines: bool, with_owners: bool) -> Statement:
-    """The statement `read_page` runs for this filter (its arguments: `where.args()`,
-    then the limit and the offset)."""
+    """The statement `read_page` runs for this filter (its parameters: `where.params()`,
+    `limit` and `offset`)."""
     return _page_read_statement(where.shape(), with_lines, with_owners)
+
+
+# Result columns of a page row: the table's alias, then the column (`p_id`, `l_sku`).
+PAGE, LINES, OWNERS = "p_", "l_", "u_"
 
 
 @lru_cache(maxsize=128)
 def _page_read_statement(
     shape: tuple[bool, bool, bool, bool, bool], with_lines: bool, with_owners: bool
 ) -> Statement:
-    where, n = _where(shape)
-    order_columns = _prefixed(ORDER_COLUMNS, "o")
-    columns = ["t.total", *_prefixed(ORDER_COLUMNS, "p")]
-    joins = ""
-    if with_lines:
-        columns += _prefixed(LINE_COLUMNS, "l")
-        joins += " LEFT JOIN order_lines l ON l.order_id = p.id"
-    if with_owners:
-        columns += _prefixed(USER_COLUMNS, "u")
-        joins += " LEFT JOIN users u ON u.id = p.user_id"
-    order_by = "p.created_at DESC, p.id DESC" + (", l.id" if with_lines else "")
-    return Statement(
-        f"SELECT {', '.join(columns)} "
-        f"FROM (SELECT count(*) AS total FROM orders o{where}) t "
-        f"LEFT JOIN (SELECT {', '.join(order_columns)} FROM orders o{where} "
-        f"ORDER BY o.created_at DESC, o.id DESC LIMIT ${n + 1} OFFSET ${n + 2}) p ON 1 = 1"
-        f"{joins} ORDER BY {order_by}"
-    )
+    def build(d: Dialect) -> Any:
+        o = orders.alias("o")
+        count = (
+            select(func.count().label("total")).select_from(o).where(*_conditions(o, shape))
+        ).subquery("t")
+        page = (
+            select(*(o.c[c.key] for c in ORDER))
+            .where(*_conditions(o, shape))
+            .order_by(o.c.created_at.desc(), o.c.id.desc())
+            # An offset past 2**31 (a page far beyond the last) is a page with no rows.
+            .limit(bindparam("limit", type_=BigInteger))
+            .offset(bindparam("offset", type_=BigInteger))
+        ).subquery("p")
+        selected: list[Any] = [count.c.total, *page.c]
+        joined = count.outerjoin(page, true())
+        order_by = [page.c.created_at.desc(), page.c.id.desc()]
+        if with_lines:
+            line = order_lines.alias("l")
+            selected += [line.c[c.key] for c in LINE]
+            joined = joined.outerjoin(line, line.c.order_id == page.c.id)
+            order_by.append(line.c.id)
+        if with_owners:
+            owner = users.alias("u")
+            selected += [owner.c[c.key] for c in USER]
+            joined = joined.outerjoin(owner, owner.c.id == page.c.user_id)
+        return (
+            select(*selected)
+            .select_from(joined)
+            .order_by(*order_by)
+            .set_label_style(LABEL_STYLE_TABLENAME_PLUS_COL)
+        )
+
+    return Statement(build)
 
 
 async def read_page(
@@ -298,61 +435,82 @@ async def read_page(
     if asked, the page's lines and owners: one statement, one round trip, where the
     four reads cost four."""
     stmt = page_statement(where, with_lines=with_lines, with_owners=with_owners)
-    rows = await conn.fetch(stmt, *where.args(), limit, offset)
-    read = PageRead(total=int(rows[0][0]) if rows else 0, orders=[], lines=[], owners=[])
+    compiled = stmt.compiled(conn.dialect)
+    rows = await conn.fetch(stmt, **where.params(), limit=limit, offset=offset)
+    total_at, order_at = compiled.index("t_total"), compiled.index(PAGE + "id")
+    read = PageRead(total=int(rows[0][total_at]) if rows else 0, orders=[], lines=[], owners=[])
+    read_order = compiled.reader(OrderRow, PAGE)
     seen_orders: set[int] = set()
-    seen_owners: set[int] = set()
-    line_at = 10
-    owner_at = line_at + (5 if with_lines else 0)
     for row in rows:
-        if row[1] is None:  # no orders on this page: the count's row alone
+        order_id = row[order_at]
+        if order_id is None:  # no orders on this page: the count's row alone
             continue
-        if row[1] not in seen_orders:
-            seen_orders.add(row[1])
-            read.orders.append(OrderRow.of(row[1:10]))
-        if with_lines and row[line_at] is not None:
-            read.lines.append(LineRow.of(row[line_at : line_at + 5]))
-        if with_owners and row[owner_at] is not None and row[owner_at] not in seen_owners:
-            seen_owners.add(row[owner_at])
-            read.owners.append(UserRow.of(row[owner_at : owner_at + 4]))
+        if order_id not in seen_orders:
+            seen_orders.add(order_id)
+            read.orders.append(read_order(row))
+    if with_lines:
+        line_at, read_line = compiled.index(LINES + "id"), compiled.reader(LineRow, LINES)
+        read.lines = [read_line(row) for row in rows if row[line_at] is not None]
+    if with_owners:
+        owner_at, read_owner = compiled.index(OWNERS + "id"), compiled.reader(UserRow, OWNERS)
+        seen_owners: set[int] = set()
+        for row in rows:
+            owner_id = row[owner_at]
+            if owner_id is not None and owner_id not in seen_owners:
+                seen_owners.add(owner_id)
+                read.owners.append(read_owner(row))
     return read
 
 
 # -- payments and webhooks ---------------------------------------------------------------
 
 _PAYMENTS_OF = Statement(
-    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ANY($1::int[]) "
-    "ORDER BY order_id, created_at"
+    lambda d: (
+        select(*PAYMENT)
+        .where(d.one_of(payments.c.order_id, "order_ids"))
+        .order_by(payments.c.order_id, payments.c.created_at)
+    )
 )
-_PAYMENT_BY_ID = Statement(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1")
+_PAYMENT_BY_ID = Statement(lambda d: select(*PAYMENT).where(payments.c.id == _p("id")))
 _PAYMENT_BY_ID_LOCKED = Statement(
-    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE"
+    lambda d: select(*PAYMENT).where(payments.c.id == _p("id")).with_for_update()
 )
 _SET_PAYMENT = Statement(
-    "UPDATE payments SET status = $2, needs_refund = $3, updated_at = $4 WHERE id = $1"
+    lambda d: (
+        update(payments)
+        .where(payments.c.id == _p("id"))
+        .values(status=_p("status"), needs_refund=_p("needs_refund"), updated_at=_p("updated_at"))
+    )
 )
 _INSERT_DELIVERY = Statement(
-    "INSERT INTO webhook_inbox (delivery_key, payment_id, status, outcome, received_at) "
-    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (delivery_key) DO NOTHING RETURNING delivery_key"
+    lambda d: (
+        _insert(d, inbox, ["delivery_key", "payment_id", "status", "outcome", "received_at"])
+        .on_conflict_do_nothing(index_elements=["delivery_key"])
+        .returning(inbox.c.delivery_key)
+    )
 )
 
 
 async def payments_of(conn: Connection, order_ids: Sequence[int]) -> list[PaymentRow]:
     """Oldest first within each order."""
-    return [PaymentRow.of(r) for r in await conn.fetch(_PAYMENTS_OF, list(order_ids))]
+    return await conn.rows(_PAYMENTS_OF, PaymentRow, order_ids=list(order_ids))
 
 
 async def payment_by_id(
     conn: Connection, payment_id: str, *, lock: bool = False
 ) -> PaymentRow | None:
-    row = await conn.fetchrow(_PAYMENT_BY_ID_LOCKED if lock else _PAYMENT_BY_ID, payment_id)
-    return PaymentRow.of(row) if row is not None else None
+    stmt = _PAYMENT_BY_ID_LOCKED if lock else _PAYMENT_BY_ID
+    return await conn.one(stmt, PaymentRow, id=payment_id)
 
 
 async def set_payment(conn: Connection, payment: PaymentRow) -> None:
     """Write a payment's status, refund flag and updated_at."""
     await conn.execute(
-        _SET_PAYMENT, payment.id, payment.status, payment.needs_refund, payment.updated_at
+        _SET_PAYMENT,
+        id=payment.id,
+        status=payment.status,
+        needs_refund=payment.needs_refund,
+        updated_at=payment.updated_at,
     )
 
 
@@ -366,53 +524,90 @@ async def record_delivery(
     now: datetime,
 ) -> bool:
     """The webhook inbox: False when this delivery was recorded before (a replay)."""
-    key = await conn.fetchval(_INSERT_DELIVERY, delivery_key, payment_id, status, outcome, now)
+    key = await conn.value(
+        _INSERT_DELIVERY,
+        delivery_key=delivery_key,
+        payment_id=payment_id,
+        status=status,
+        outcome=outcome,
+        received_at=now,
+    )
     return key is not None
 
 
 _PENDING_PAYMENT = Statement(
-    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'PENDING'"
+    lambda d: select(*PAYMENT).where(payments.c.order_id == _p("order_id"), tables.PENDING_ONLY)
 )
 _LATEST_PAYMENT = Statement(
-    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1"
+    lambda d: (
+        select(*PAYMENT)
+        .where(payments.c.order_id == _p("order_id"))
+        .order_by(payments.c.created_at.desc())
+        .limit(1)
+    )
 )
 # At most one PENDING payment per order is the partial unique index
 # uq_payments_order_pending: a racing second insert does nothing.
 _INSERT_PENDING_PAYMENT = Statement(
-    "INSERT INTO payments (id, order_id, amount_cents, status, redirect_url, "
-    "provider_reference, needs_refund, created_at, updated_at) "
-    "VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $7) "
-    "ON CONFLICT (order_id) WHERE status = 'PENDING' DO NOTHING RETURNING id"
+    lambda d: (
+        _insert(
+            d,
+            payments,
+            [
+                "id",
+                "order_id",
+                "amount_cents",
+                "status",
+                "redirect_url",
+                "provider_reference",
+                "needs_refund",
+                "created_at",
+                "updated_at",
+            ],
+        )
+        .on_conflict_do_nothing(index_elements=["order_id"], index_where=tables.PENDING_ONLY)
+        .returning(*PAYMENT)
+    )
 )
 _INSERT_DEAD_LETTER = Statement(
-    "INSERT INTO payment_dead_letters (order_id, payment_id, attempts, last_error, created_at) "
-    "VALUES ($1, $2, $3, $4, $5)"
+    lambda d: _insert(
+        d, dead_letters, ["order_id", "payment_id", "attempts", "last_error", "created_at"]
+    )
 )
 
 
 async def pending_payment(conn: Connection, order_id: int) -> PaymentRow | None:
-    row = await conn.fetchrow(_PENDING_PAYMENT, order_id)
-    return PaymentRow.of(row) if row is not None else None
+    return await conn.one(_PENDING_PAYMENT, PaymentRow, order_id=order_id)
 
 
 async def latest_payment(conn: Connection, order_id: int) -> PaymentRow | None:
-    row = await conn.fetchrow(_LATEST_PAYMENT, order_id)
-    return PaymentRow.of(row) if row is not None else None
+    return await conn.one(_LATEST_PAYMENT, PaymentRow, order_id=order_id)
 
 
-async def insert_pending_payment(conn: Connection, payment: PaymentRow) -> bool:
-    """False when the order has a PENDING payment already (a racing call's)."""
-    inserted = await conn.fetchval(
+async def insert_pending_payment(
+    conn: Connection,
+    *,
+    payment_id: str,
+    order_id: int,
+    amount_cents: int,
+    redirect_url: str,
+    provider_reference: str | None,
+    now: datetime,
+) -> PaymentRow | None:
+    """The new PENDING payment; None when the order has one already (a racing call's)."""
+    return await conn.one(
         _INSERT_PENDING_PAYMENT,
-        payment.id,
-        payment.order_id,
-        payment.amount_cents,
-        payment.redirect_url,
-        payment.provider_reference,
-        payment.needs_refund,
-        payment.created_at,
+        PaymentRow,
+        id=payment_id,
+        order_id=order_id,
+        amount_cents=amount_cents,
+        status="PENDING",
+        redirect_url=redirect_url,
+        provider_reference=provider_reference,
+        needs_refund=False,
+        created_at=now,
+        updated_at=now,
     )
-    return inserted is not None
 
 
 async def insert_dead_letter(
@@ -424,33 +619,59 @@ async def insert_dead_letter(
     last_error: str,
     now: datetime,
 ) -> None:
-    await conn.execute(_INSERT_DEAD_LETTER, order_id, payment_id, attempts, last_error, now)
+    await conn.execute(
+        _INSERT_DEAD_LETTER,
+        order_id=order_id,
+        payment_id=payment_id,
+        attempts=attempts,
+        last_error=last_error,
+        created_at=now,
+    )
 
 
 # -- outbox ------------------------------------------------------------------------------
 
 _INSERT_OUTBOX = Statement(
-    "INSERT INTO outbox (topic, payload, created_at) VALUES ($1, $2, $3) RETURNING id"
+    lambda d: _insert(d, outbox, ["topic", "payload", "created_at"]).returning(*OUTBOX)
 )
-_MARK_PUBLISHED = Statement("UPDATE outbox SET published_at = $1 WHERE id = ANY($2::int[])")
-_UNPUBLISHED = (
-    f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL AND created_at <= $1 "
-    "ORDER BY id LIMIT $2"
+_MARK_PUBLISHED = Statement(
+    lambda d: update(outbox).where(d.one_of(outbox.c.id, "ids")).values(published_at=_p("now"))
 )
-_CLAIM_UNPUBLISHED = Statement(_UNPUBLISHED + " FOR UPDATE SKIP LOCKED", sqlite=_UNPUBLISHED)
-_READ_UNPUBLISHED = Statement(_UNPUBLISHED)
-_NEWEST_OUTBOX = Statement(f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT $1")
-_PRUNE_OUTBOX = Statement("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-_OUTBOX_BACKLOG = Statement("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+
+
+def _unpublished(d: Dialect) -> Any:
+    return (
+        select(*OUTBOX)
+        .where(outbox.c.published_at.is_(None), outbox.c.created_at <= _p("created_before"))
+        .order_by(outbox.c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+# FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has no row locks and leaves it out.
+_CLAIM_UNPUBLISHED = Statement(lambda d: _unpublished(d).with_for_update(skip_locked=True))
+_READ_UNPUBLISHED = Statement(_unpublished)
+_NEWEST_OUTBOX = Statement(
+    lambda d: select(*OUTBOX).order_by(outbox.c.id.desc()).limit(bindparam("limit", type_=Integer))
+)
+_PRUNE_OUTBOX = Statement(
+    lambda d: delete(outbox).where(
+        and_(outbox.c.published_at.is_not(None), outbox.c.published_at < _p("published_before"))
+    )
+)
+_OUTBOX_BACKLOG = Statement(
+    lambda d: select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+)
 
 
 async def insert_outbox(conn: Connection, topic: str, payload: str, now: datetime) -> OutboxRow:
-    outbox_id: int = await conn.fetchval(_INSERT_OUTBOX, topic, payload, now)
-    return OutboxRow(outbox_id, payload, now)
+    row = await conn.one(_INSERT_OUTBOX, OutboxRow, topic=topic, payload=payload, created_at=now)
+    assert row is not None  # an insert without a conflict clause always writes its row
+    return row
 
 
 async def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> int:
-    return await conn.execute(_MARK_PUBLISHED, now, list(ids))
+    return await conn.execute(_MARK_PUBLISHED, now=now, ids=list(ids))
 
 
 async def unpublished(
@@ -459,17 +680,17 @@ async def unpublished(
     """Oldest first. `claim` (PostgreSQL) locks them, skipping rows another transaction
     holds, so that concurrent relays split the rows between them."""
     stmt = _CLAIM_UNPUBLISHED if claim else _READ_UNPUBLISHED
-    return [OutboxRow.of(r) for r in await conn.fetch(stmt, created_before, limit)]
+    return await conn.rows(stmt, OutboxRow, created_before=created_before, limit=limit)
 
 
 async def newest_outbox(conn: Connection, limit: int) -> list[OutboxRow]:
     """Newest first, by id (created_at has no index)."""
-    return [OutboxRow.of(r) for r in await conn.fetch(_NEWEST_OUTBOX, limit)]
+    return await conn.rows(_NEWEST_OUTBOX, OutboxRow, limit=limit)
 
 
 async def prune_outbox(conn: Connection, published_before: datetime) -> int:
-    return await conn.execute(_PRUNE_OUTBOX, published_before)
+    return await conn.execute(_PRUNE_OUTBOX, published_before=published_before)
 
 
 async def outbox_backlog(conn: Connection) -> int:
-    return int(await conn.fetchval(_OUTBOX_BACKLOG))
+    return int(await conn.value(_OUTBOX_BACKLOG))

@@ -12,8 +12,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were written in UTC."""
+def as_utc(value: datetime | str) -> datetime:
+    """A stored timestamp as an aware UTC datetime. asyncpg gives one; SQLite gives the
+    text SQLAlchemy stored, or a naive datetime through the ORM: the UTC wall clock."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -24,7 +27,7 @@ def _ts(**kw: object) -> Column:
 class User(SQLModel, table=True):
     __tablename__ = "users"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
     email: str = Field(max_length=320, unique=True)
     password_hash: str = Field(max_length=100)
     role: str = Field(max_length=10, default="USER")
@@ -49,7 +52,7 @@ class Order(SQLModel, table=True):
         Index("ix_orders_status_created", "status", "created_at", "id"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
     user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
     status: str = Field(max_length=16, default="PENDING")
     version: int = Field(default=1)
@@ -64,11 +67,16 @@ class OrderLine(SQLModel, table=True):
     __tablename__ = "order_lines"
     __table_args__ = (Index("ix_order_lines_order", "order_id"), Index("ix_order_lines_sku", "sku"))
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
     order_id: int = Field(foreign_key="orders.id", ondelete="CASCADE")
     sku: str = Field(max_length=64)
     qty: int
     unit_price_cents: int
+
+
+# The rows the partial unique index uq_payments_order_pending covers (at most one PENDING
+# payment per order); an insert names it to do nothing on that conflict.
+PENDING_ONLY = text("status = 'PENDING'")
 
 
 class Payment(SQLModel, table=True):
@@ -80,8 +88,8 @@ class Payment(SQLModel, table=True):
             "uq_payments_order_pending",
             "order_id",
             unique=True,
-            sqlite_where=text("status = 'PENDING'"),
-            postgresql_where=text("status = 'PENDING'"),
+            sqlite_where=PENDING_ONLY,
+            postgresql_where=PENDING_ONLY,
         ),
     )
 
@@ -101,7 +109,7 @@ class PaymentDeadLetter(SQLModel, table=True):
 
     __tablename__ = "payment_dead_letters"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
     order_id: int = Field(index=True)
     payment_id: str = Field(max_length=64)
     attempts: int
@@ -127,7 +135,7 @@ class OutboxEvent(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
     topic: str = Field(max_length=64)
     payload: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

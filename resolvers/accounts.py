@@ -15,7 +15,7 @@ from infra.security import (
     verify_password,
 )
 from models import queries
-from models.rows import UserRow
+from models.rows import UserRow, replace
 from models.state import Role
 from models.tables import utcnow
 from resolvers import events
@@ -164,4 +164,4 @@ async def promote_or_create_admin(ctx: RequestContext, email: str, password: str
         await queries.set_role(conn, user.id, Role.ADMIN.value)
     # Cached order answers show their owner's role: make them stale.
     await events.after_commit(ctx.services, [], {user.id})
-    return UserRow(user.id, user.email, Role.ADMIN.value, user.created_at)
+    return replace(user, role=Role.ADMIN.value)

@@ -30,7 +30,7 @@ async def upsert_product(ctx: RequestContext, sku: str, name: str, price_cents: 
     if not 0 <= price_cents <= MAX_PRICE_CENTS:
         errors.add("priceCents", f"must be between 0 and {MAX_PRICE_CENTS}")
     errors.raise_if_any()
-    product = ProductRow(sku, name, price_cents, utcnow())
     async with ctx.services.db.begin() as conn:
-        await queries.upsert_product(conn, product)
-    return product
+        return await queries.upsert_product(
+            conn, sku=sku, name=name, price_cents=price_cents, now=utcnow()
+        )

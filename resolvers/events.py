@@ -169,7 +169,7 @@ async def replay_since(
     since -= margin
     async with services.db.connect() as conn:
         newest = await queries.newest_outbox(conn, limit)
-    rows = [r for r in newest if as_utc(r.created_at) >= since]
+    rows = [r for r in newest if r.created_at >= since]
     if len(rows) == limit:
         log.warning("replaying only the last %d events after the broker came back", limit)
     for i, row in enumerate(reversed(rows), start=1):

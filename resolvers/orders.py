@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import re
@@ -36,7 +35,8 @@ MAX_LIMIT = 100
 # (PostgreSQL refuses it) instead of being simply not found, or refused as input.
 MAX_INT32 = 2**31 - 1
 MAX_AMOUNT_CENTS = MAX_INT32
-_ID_RE = re.compile(r"[0-9]{1,10}")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_MAX_NUMBER = 10**18
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +74,22 @@ class OrderPage:
         return math.ceil(self.total / self.limit) if self.total else 0
 
 
-def as_order_id(raw: str | int) -> int | None:
-    """The id `raw` spells (ASCII digits, in the column's range), else None."""
-    text = str(raw).strip()
-    if not _ID_RE.fullmatch(text) or int(text) > MAX_INT32:
+def whole_number(raw: str | int) -> int | None:
+    """The whole number `raw` is (0 to 10**18 - 1), or spells in ASCII digits (no sign,
+    no space, no other script's digits); else None. What an id sent by a client or the
+    payment provider can be read as."""
+    if isinstance(raw, bool):
         return None
-    return int(text)
+    if isinstance(raw, int):
+        return raw if 0 <= raw < _MAX_NUMBER else None
+    return int(raw) if _DIGITS.fullmatch(raw) else None
+
+
+def as_order_id(raw: str | int) -> int | None:
+    """The order id `raw` names (a whole number in the column's range; a string may have
+    spaces around it), else None: no order has it."""
+    number = whole_number(raw.strip() if isinstance(raw, str) else raw)
+    return number if number is not None and number <= MAX_INT32 else None
 
 
 def parse_order_id(raw: str | int) -> int:
@@ -88,6 +98,22 @@ def parse_order_id(raw: str | int) -> int:
     if order_id is None:
         raise NotFound("Order not found.")
     return order_id
+
+
+def may_see(user: UserRow, owner_id: int) -> bool:
+    """Who may see an order, its payment and its status events: its owner, or an admin."""
+    return user.role == Role.ADMIN or user.id == owner_id
+
+
+async def visible_order(
+    conn: Connection, user: UserRow, order_id: int, *, lock: bool = False
+) -> OrderRow:
+    """The order if `user` may see it; NotFound if it does not exist or they may not
+    (the two are not told apart)."""
+    order = await queries.order_by_id(conn, order_id, lock=lock)
+    if order is None or not may_see(user, order.user_id):
+        raise NotFound("Order not found.")
+    return order
 
 
 def _validate_items(items: Sequence[ItemInput], client_token: str) -> list[ItemInput]:
@@ -144,40 +170,28 @@ async def create_order(
             errors = FieldErrors()
             errors.add("items", f"the order's total must be at most {MAX_AMOUNT_CENTS} cents")
             errors.raise_if_any()
-        now = utcnow()
-        order_id = await queries.insert_order(
+        order = await queries.insert_order(
             conn,
             user_id=user.id,
             status=OrderStatus.PENDING.value,
             client_token=client_token,
             items_fingerprint=items_fingerprint,
             amount_cents=amount_cents,
-            now=now,
+            now=utcnow(),
         )
-        if order_id is None:
+        if order is None:
             # Made before, or by a racing request that committed first: answer with it.
             winner = await queries.order_by_token(conn, user.id, client_token)
             assert winner is not None
-            order = _same_or_reused(winner, items_fingerprint)
-            return (await load_details(conn, [order], include, known_users=[user]))[0]
+            existing = _same_or_reused(winner, items_fingerprint)
+            return (await load_details(conn, [existing], include, known_users=[user]))[0]
         # Refusing here rolls the insert back; racing repeats of this token wait for
         # this transaction instead of spending.
         await _spend_order_budget(ctx, user.id)
-        lines = [LineRow(None, order_id, i.sku, i.qty, prices[i.sku]) for i in normalised]
-        await queries.insert_lines(conn, order_id, lines)
+        new_lines = [queries.NewLine(i.sku, i.qty, prices[i.sku]) for i in normalised]
+        lines = await queries.insert_lines(conn, order.id, new_lines)
     services.metrics.orders_created.inc()
     await events.after_commit(services, [], {user.id})
-    order = OrderRow(
-        order_id,
-        user.id,
-        OrderStatus.PENDING.value,
-        1,
-        client_token,
-        items_fingerprint,
-        amount_cents,
-        now,
-        now,
-    )
     # A new order's view is all in hand: its lines, its owner, no payment yet.
     return OrderView(order=order, lines=lines, user=user)
 
@@ -236,18 +250,21 @@ async def load_details(
         for v in views:
             v.user = users.get(v.order.user_id)
     if include.payment:
-        for payment in await queries.payments_of(conn, ids):
-            by_id[payment.order_id].payment = payment  # the last one wins: the latest
+        await _attach_payments(conn, by_id)
     return views
+
+
+async def _attach_payments(conn: Connection, views: dict[int, OrderView]) -> None:
+    """Each order's latest payment, for a whole page in one statement."""
+    for payment in await queries.payments_of(conn, list(views)):
+        views[payment.order_id].payment = payment  # oldest first: the last one wins
 
 
 async def get_order(ctx: RequestContext, raw_id: str, include: Include = Include()) -> OrderView:
     user = await ctx.require_user()
     order_id = parse_order_id(raw_id)
     async with ctx.services.db.connect() as conn:
-        order = await queries.order_by_id(conn, order_id)
-        if order is None or (user.role != Role.ADMIN and order.user_id != user.id):
-            raise NotFound("Order not found.")
+        order = await visible_order(conn, user, order_id)
         return (await load_details(conn, [order], include, known_users=[user]))[0]
 
 
@@ -304,8 +321,7 @@ async def list_orders(
             for v in views:
                 v.user = owners.get(v.order.user_id)
         if include.payment and views:
-            for payment in await queries.payments_of(conn, list(by_id)):
-                by_id[payment.order_id].payment = payment  # the last one wins: the latest
+            await _attach_payments(conn, by_id)
     return OrderPage(items=views, total=read.total, page=page, limit=limit)
 
 
@@ -331,21 +347,18 @@ async def change_status(
         raise InvalidTransition(
             f"An order that is {previous.value} cannot become {target.value}.", allowed
         )
-    now = utcnow()
-    if not await queries.move_order(conn, order_id, target.value, expected_version, now):
+    moved = await queries.move_order(conn, order_id, target.value, expected_version, utcnow())
+    if moved is None:
         # Someone else moved it between our read and our write.
         fresh = await queries.order_by_id(conn, order_id)
         raise VersionConflict(fresh.version if fresh else expected_version + 1)
-    moved = dataclasses.replace(
-        order, status=target.value, version=expected_version + 1, updated_at=now
-    )
     event = events.StatusEvent(
         order_id=order_id,
         user_id=order.user_id,
         status=target.value,
         previous_status=previous.value,
         version=moved.version,
-        changed_at=now,
+        changed_at=moved.updated_at,
     )
     return moved, event
 

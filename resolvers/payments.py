@@ -11,7 +11,6 @@ a racing duplicate, finds the key taken and changes nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from enum import StrEnum
 
 from infra.provider import PaymentRequest, ProviderFailed, ProviderPayment
 from models import queries
-from models.rows import OrderRow, OutboxRow, PaymentRow
-from models.state import OrderStatus, PaymentStatus, Role, allowed_next
+from models.rows import OrderRow, OutboxRow, PaymentRow, replace
+from models.state import OrderStatus, PaymentStatus, allowed_next
 from models.tables import utcnow
 from resolvers import events, orders
 from resolvers.context import RequestContext, Services
@@ -88,9 +87,7 @@ async def initiate_payment(ctx: RequestContext, raw_order_id: str) -> PaymentRow
     order_id = orders.parse_order_id(raw_order_id)
     services = ctx.services
     async with services.db.connect() as conn:
-        order = await queries.order_by_id(conn, order_id)
-        if order is None or (user.role != Role.ADMIN and order.user_id != user.id):
-            raise NotFound("Order not found.")
+        order = await orders.visible_order(conn, user, order_id)
         _require_pending(order)
         existing = await queries.pending_payment(conn, order_id)
     if existing is not None:
@@ -116,19 +113,16 @@ async def initiate_payment(ctx: RequestContext, raw_order_id: str) -> PaymentRow
         if locked is None:
             raise NotFound("Order not found.")
         _require_pending(locked)
-        now = utcnow()
-        payment = PaymentRow(
-            id=payment_id,
+        payment = await queries.insert_pending_payment(
+            conn,
+            payment_id=payment_id,
             order_id=order_id,
             amount_cents=locked.amount_cents,
-            status=PaymentStatus.PENDING.value,
             redirect_url=accepted.redirect_url,
             provider_reference=accepted.reference,
-            needs_refund=False,
-            created_at=now,
-            updated_at=now,
+            now=utcnow(),
         )
-        if not await queries.insert_pending_payment(conn, payment):
+        if payment is None:
             # A racing call for this order committed its payment first: that one stands.
             winner = await queries.pending_payment(conn, order_id)
             assert winner is not None
@@ -186,7 +180,7 @@ async def apply_webhook(services: Services, event: ProviderEvent) -> WebhookOutc
     rows, and the delivery is recorded in the inbox with it; a replay finds its key
     taken and changes nothing.
     """
-    if event.order_id > orders.MAX_INT32:
+    if orders.as_order_id(event.order_id) is None:
         raise NotFound("Payment not found.")  # no order has such an id
     rows: list[OutboxRow] = []
     async with services.db.begin() as conn:
@@ -230,14 +224,12 @@ def _success(payment: PaymentRow, order: OrderRow) -> _Decision:
     previous = PaymentStatus(payment.status)
     if previous is PaymentStatus.SUCCEEDED:
         return WebhookOutcome.IGNORED, None, None
-    succeeded = dataclasses.replace(
-        payment, status=PaymentStatus.SUCCEEDED.value, updated_at=utcnow()
-    )
+    succeeded = replace(payment, status=PaymentStatus.SUCCEEDED.value, updated_at=utcnow())
     if OrderStatus(order.status) is not OrderStatus.PENDING:
         warning = f"payment {payment.id} succeeded but order {order.id} is {order.status}: "
         return (
             WebhookOutcome.REFUND_NEEDED,
-            dataclasses.replace(succeeded, needs_refund=True),
+            replace(succeeded, needs_refund=True),
             warning + "needs refund",
         )
     if previous is PaymentStatus.FAILED:
@@ -255,7 +247,7 @@ def _failure(payment: PaymentRow) -> _Decision:
         # Never un-pay: a FAILED after SUCCESS is recorded in the inbox and goes no further.
         warning = f"payment {payment.id} reported FAILED while {payment.status}; ignored"
         return WebhookOutcome.IGNORED, None, warning
-    failed = dataclasses.replace(payment, status=PaymentStatus.FAILED.value, updated_at=utcnow())
+    failed = replace(payment, status=PaymentStatus.FAILED.value, updated_at=utcnow())
     return WebhookOutcome.PROCESSED, failed, None
 
 
@@ -270,7 +262,7 @@ async def find_payment(services: Services, payment_id: str) -> tuple[PaymentRow,
 
 
 async def latest_payment(services: Services, order_id: int) -> PaymentRow | None:
-    if not 0 < order_id <= orders.MAX_INT32:
+    if orders.as_order_id(order_id) is None:
         return None
     async with services.db.connect() as conn:
         return await queries.latest_payment(conn, order_id)

@@ -18,14 +18,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from models import queries
 from models.rows import UserRow
-from models.state import Role
 from resolvers import context as user_context
 from resolvers.context import RequestContext, Services
-from resolvers.errors import DomainError, NotFound, Unauthenticated
+from resolvers.errors import DomainError, Unauthenticated
 from resolvers.events import ORDER_STATUS_CHANNEL, StatusEvent
-from resolvers.orders import parse_order_id
+from resolvers.orders import may_see, parse_order_id, visible_order
 
 log = logging.getLogger("order_service.subscriptions")
 
@@ -74,10 +72,6 @@ class _SentVersions:
         if len(self._versions) > self._size:
             self._versions.popitem(last=False)
         return True
-
-
-def may_see(user: UserRow, event: StatusEvent) -> bool:
-    return user.role == Role.ADMIN or event.user_id == user.id
 
 
 class _Viewer:
@@ -181,8 +175,7 @@ class StatusFeed:
         max_age = user_context.USER_RECHECK_SECONDS  # read at use: tests shorten it
         order_id, owner_id = event.order_id, event.user_id
         # `_offer`, with its usual case inline: this loop runs once per subscriber of the
-        # process, and a call or two is a tenth of what a delivery costs beyond the send.
-        # A copy: delivering may end watches.
+        # process. A copy: delivering may end watches.
         for watch in tuple(self._watches):
             viewer = watch.viewer
             if watch.held is not None or viewer.reading is not None:
@@ -191,7 +184,7 @@ class StatusFeed:
                 continue
             elif now - viewer.read_at > max_age:
                 self._offer(watch, event, now, max_age)
-            elif viewer.user.role == Role.ADMIN or viewer.user.id == owner_id:  # may_see
+            elif may_see(viewer.user, owner_id):
                 try:
                     delivered = watch.deliver(event)
                 except Exception as exc:
@@ -219,7 +212,7 @@ class StatusFeed:
             self._recheck(viewer, watch.ctx)
             self._hold(watch, event)
             return
-        if not may_see(viewer.user, event):
+        if not may_see(viewer.user, event.user_id):
             return
         try:
             delivered = watch.deliver(event)
@@ -396,7 +389,5 @@ async def order_status_events(
 async def _visible_order(ctx: RequestContext, user: UserRow, raw_id: str) -> int:
     order_id = parse_order_id(raw_id)
     async with ctx.services.db.connect() as conn:
-        order = await queries.order_by_id(conn, order_id)
-    if order is None or not (user.role == Role.ADMIN or order.user_id == user.id):
-        raise NotFound("Order not found.")
+        await visible_order(conn, user, order_id)
     return order_id

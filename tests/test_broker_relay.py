@@ -17,6 +17,7 @@ from resolvers import events
 from resolvers.context import Services
 from server.app import build_services
 from tests.conftest import USE_PG
+from tests.test_broker import collect, take
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,12 +104,11 @@ async def test_the_replay_hands_local_subscribers_what_was_committed_since(
     await asyncio.sleep(0.05)
     since = datetime.now(UTC)
     new = await _record(services, 3)
-    sub = services.broker.subscribe(events.ORDER_STATUS_CHANNEL, 100)
+    sub = collect(services.broker, events.ORDER_STATUS_CHANNEL)
     assert await events.replay_since(services, since, margin=timedelta(0)) == 3
-    got = [await asyncio.wait_for(anext(aiter(sub)), 1) for _ in range(3)]
+    got = await take(sub, 3, timeout=1)
     assert got == new
     assert not set(old) & set(got)
-    sub.close()
 
 
 def test_an_event_reads_back_as_written_with_every_field() -> None:

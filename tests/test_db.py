@@ -1,4 +1,5 @@
-"""The database layer on PostgreSQL: reads without transactions, dead pooled connections."""
+"""The database layer on PostgreSQL: reads without transactions, dead pooled connections,
+one pool."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import asyncio
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.pool import NullPool
 
 from models.db import Database
 from models.sql import Statement
 from tests.conftest import USE_PG
+
+
+def _sql(sql: str) -> Statement:
+    return Statement(lambda d: text(sql))
+
 
 pytestmark = [
     pytest.mark.postgres_only,
@@ -39,22 +46,25 @@ async def test_a_read_session_runs_each_statement_on_its_own(database_url: str) 
         await db.dispose()
 
 
-async def test_pooled_connections_killed_by_the_server_are_replaced(database_url: str) -> None:
+async def test_orm_sessions_keep_no_second_pool(database_url: str) -> None:
+    """Requests use the asyncpg pool; ORM sessions (tools, tests) connect each time and
+    leave nothing open behind them."""
     db = Database(database_url, pool_size=2)
     admin = await asyncpg.connect(_dsn(database_url))
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orm-probe'"
     try:
+        assert isinstance(db.engine.pool, NullPool)
         async with db.read() as session:
-            before = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        # A database restart, as the pool sees it: its idle connection is gone.
-        await admin.execute("SELECT pg_terminate_backend($1)", before)
-        await asyncio.sleep(0.1)
-        async with db.read() as session:
-            after = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        assert after != before
-        await admin.execute("SELECT pg_terminate_backend($1)", after)
-        await asyncio.sleep(0.1)
-        async with db.transaction() as session:
-            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+            await session.execute(text("SET application_name = 'orm-probe'"))
+            assert await admin.fetchval(count) == 1
+        for _ in range(50):
+            if await admin.fetchval(count) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await admin.fetchval(count) == 0
+        async with db.connect() as conn:
+            assert await conn.value(_sql("SELECT 1")) == 1
+        assert db.pool_in_use() == 0
     finally:
         await admin.close()
         await db.dispose()
@@ -63,19 +73,19 @@ async def test_pooled_connections_killed_by_the_server_are_replaced(database_url
 async def test_direct_connections_killed_by_the_server_are_replaced(database_url: str) -> None:
     db = Database(database_url, pool_size=1)
     admin = await asyncpg.connect(_dsn(database_url))
-    pid = Statement("SELECT pg_backend_pid()")
+    pid = _sql("SELECT pg_backend_pid()")
     try:
         async with db.connect() as conn:
-            before = await conn.fetchval(pid)
+            before = await conn.value(pid)
         await admin.execute("SELECT pg_terminate_backend($1)", before)
         await asyncio.sleep(0.1)
         async with db.connect() as conn:
-            after = await conn.fetchval(pid)
+            after = await conn.value(pid)
         assert after != before
         await admin.execute("SELECT pg_terminate_backend($1)", after)
         await asyncio.sleep(0.1)
         async with db.begin() as conn:
-            assert await conn.fetchval(Statement("SELECT 1")) == 1
+            assert await conn.value(_sql("SELECT 1")) == 1
     finally:
         await admin.close()
         await db.dispose()
@@ -85,11 +95,11 @@ async def test_direct_connections_keep_no_transaction_open_after_an_error(
     database_url: str,
 ) -> None:
     db = Database(database_url, pool_size=1)
-    savepoint = Statement("SAVEPOINT probe")  # refused outside a transaction block
+    savepoint = _sql("SAVEPOINT probe")  # refused outside a transaction block
     try:
         with pytest.raises(asyncpg.DivisionByZeroError):
             async with db.begin() as conn:
-                await conn.fetchval(Statement("SELECT 1 / 0"))
+                await conn.value(_sql("SELECT 1 / 0"))
         # The one pooled connection comes back outside any transaction (autocommit).
         async with db.connect() as conn:
             with pytest.raises(asyncpg.NoActiveSQLTransactionError):

@@ -1,18 +1,29 @@
-"""The direct statements (models/sql.py, models/queries.py) on both backends: what they
-write reads back the same through the ORM, and the SQLite spelling rules hold."""
+"""The statements of the request paths (models/sql.py, models/queries.py) on both
+backends: built from the tables, what they write reads back the same through the ORM,
+and every column of a table is in its row type."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    literal_column,
+    select,
+)
 
-from models import queries
+from models import queries, rows
 from models.db import Database
-from models.rows import LineRow
-from models.sql import Statement, sqlite_spelling
+from models.sql import POSTGRES, SQLITE, Statement
 from models.tables import Order, OrderLine, User
 
 
@@ -23,18 +34,84 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-def test_the_sqlite_spelling_of_placeholders_lists_and_locks() -> None:
-    assert sqlite_spelling("SELECT a FROM t WHERE id = $1 AND b = $12") == (
-        "SELECT a FROM t WHERE id = ?1 AND b = ?12"
+def test_every_column_of_a_table_is_a_field_of_its_row_type() -> None:
+    for model, row_type in rows.ROW_TYPES.items():
+        table = model.__table__  # type: ignore[attr-defined]
+        left_out = rows.LEFT_OUT.get(table.name, ())
+        expected = [c.key for c in table.columns if c.key not in left_out]
+        assert [f.name for f in dataclasses.fields(row_type)] == expected, table.name
+    assert "password_hash" not in [f.name for f in dataclasses.fields(rows.UserRow)]
+
+
+SCRATCH = Table(
+    "scratch",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("note", String(20), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class Scratch:
+    __table__ = SCRATCH
+
+
+def test_a_column_added_to_a_table_is_in_its_row_type_and_its_reads() -> None:
+    """What adding a stored field relies on: the row type and `SELECT`s of the whole
+    table follow the table; no list of columns to keep in step."""
+    row_type = rows.row_type(Scratch)  # type: ignore[arg-type]
+    assert [f.name for f in dataclasses.fields(row_type)] == ["id", "note", "created_at"]
+    read = Statement(lambda d: select(*SCRATCH.c)).compiled(SQLITE).reader(row_type)
+    row = read((1, None, "2026-12-01 12:00:00.000000"))
+    assert (row.id, row.note, row.created_at) == (1, None, datetime(2026, 12, 1, 12, tzinfo=UTC))
+
+
+def test_a_row_is_read_by_column_name_wherever_the_column_is() -> None:
+    row_type = rows.row_type(Scratch)  # type: ignore[arg-type]
+    stmt = Statement(lambda d: select(literal_column("'x'").label("extra"), *reversed(SCRATCH.c)))
+    for dialect, created in ((SQLITE, "2026-12-01 12:00:00.000000"), (POSTGRES, NOON)):
+        compiled = stmt.compiled(dialect)
+        assert compiled.columns == ("extra", "created_at", "note", "id")
+        row = compiled.reader(row_type)(("x", created, "hello", 7))
+        assert (row.id, row.note, row.created_at) == (7, "hello", NOON)
+
+
+def test_an_insert_fills_in_what_the_caller_leaves_out_from_the_table() -> None:
+    """Defaults of the table for columns that have one; NULL for nullable ones."""
+    table = Table(
+        "scratch_insert",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("status", String(16), nullable=False, default="NEW"),
+        Column("note", String(20), nullable=True),
     )
-    assert sqlite_spelling("SELECT a FROM t WHERE id = ANY($2::int[])") == (
-        "SELECT a FROM t WHERE id IN (SELECT value FROM json_each(?2))"
-    )
-    assert sqlite_spelling("SELECT a FROM t WHERE id = $1 FOR UPDATE") == (
-        "SELECT a FROM t WHERE id = ?1"
-    )
-    given = Statement("SELECT 1 WHERE $1", sqlite="SELECT 2 WHERE ?1")
-    assert (given.pg, given.sqlite) == ("SELECT 1 WHERE $1", "SELECT 2 WHERE ?1")
+    stmt = Statement(lambda d: queries._insert(d, table, ["status", "note"]))
+    for dialect in (POSTGRES, SQLITE):
+        compiled = stmt.compiled(dialect)
+        assert compiled.args({}) == ["NEW", None]
+        assert compiled.args({"note": "n", "status": "OLD"}) == ["OLD", "n"]
+
+
+def test_every_statement_compiles_on_both_dialects_and_reads_by_name() -> None:
+    statements = [v for v in vars(queries).values() if isinstance(v, Statement)]
+    shapes = itertools.product((False, True), repeat=5)
+    for shape, lines, owners in itertools.product(shapes, (False, True), (False, True)):
+        statements.append(queries._page_read_statement(shape, lines, owners))
+    for stmt in statements:
+        for dialect in (POSTGRES, SQLITE):
+            compiled = stmt.compiled(dialect)
+            assert "$" not in compiled.text or dialect is POSTGRES
+            assert "?" not in compiled.text or dialect is SQLITE
+    page = queries.page_statement(
+        queries.OrderFilter(user_id=1), with_lines=True, with_owners=True
+    ).compiled(POSTGRES)
+    for row_type, prefix in ((rows.OrderRow, "p_"), (rows.LineRow, "l_"), (rows.UserRow, "u_")):
+        page.reader(row_type, prefix)  # raises if a field's column is not selected
+    with pytest.raises(LookupError):
+        page.reader(rows.PaymentRow, "p_")
+
+
+NOON = datetime(2026, 12, 1, 12, tzinfo=UTC)
 
 
 async def _user(db: Database, email: str) -> int:
@@ -52,7 +129,7 @@ async def test_what_is_written_directly_reads_back_the_same_through_the_orm(
     user_id = await _user(db, "direct@example.com")
     now = datetime(2026, 12, 1, 12, 30, 45, 123456, tzinfo=UTC)
     async with db.begin() as conn:
-        order_id = await queries.insert_order(
+        written = await queries.insert_order(
             conn,
             user_id=user_id,
             status="PENDING",
@@ -61,12 +138,20 @@ async def test_what_is_written_directly_reads_back_the_same_through_the_orm(
             amount_cents=3000,
             now=now,
         )
-        assert order_id is not None
+        assert written is not None
+        order_id = written.id
+        # Columns the insert leaves out get the table's defaults; the row written is
+        # what the insert answers.
+        assert (written.version, written.created_at, written.updated_at) == (1, now, now)
         lines = [
-            LineRow(None, order_id, "WIDGET-001", 2, 1000),
-            LineRow(None, order_id, "GADGET-002", 1, 1000),
+            queries.NewLine("WIDGET-001", 2, 1000),
+            queries.NewLine("GADGET-002", 1, 1000),
         ]
-        await queries.insert_lines(conn, order_id, lines)
+        written_lines = await queries.insert_lines(conn, order_id, lines)
+        assert [(li.order_id, li.sku, li.qty) for li in written_lines] == [
+            (order_id, "WIDGET-001", 2),
+            (order_id, "GADGET-002", 1),
+        ]
     async with db.read() as session:
         order = await session.get(Order, order_id)
         assert order is not None
@@ -109,7 +194,7 @@ async def test_filters_and_pages_of_orders(db: Database) -> None:
     async with db.begin() as conn:
         for n in range(5):
             for owner, sku in ((alice, "WIDGET-001"), (bob, "GADGET-002")):
-                order_id = await queries.insert_order(
+                order = await queries.insert_order(
                     conn,
                     user_id=owner,
                     status="PAID" if n % 2 else "PENDING",
@@ -118,8 +203,8 @@ async def test_filters_and_pages_of_orders(db: Database) -> None:
                     amount_cents=1000,
                     now=start + timedelta(minutes=n),
                 )
-                assert order_id is not None
-                await queries.insert_lines(conn, order_id, [LineRow(None, order_id, sku, 1, 1000)])
+                assert order is not None
+                await queries.insert_lines(conn, order.id, [queries.NewLine(sku, 1, 1000)])
     async with db.connect() as conn:
 
         async def count(where: queries.OrderFilter) -> int:
@@ -143,6 +228,11 @@ async def test_filters_and_pages_of_orders(db: Database) -> None:
             conn, mine, limit=2, offset=10, with_lines=True, with_owners=True
         )
         assert (beyond.total, beyond.orders, beyond.lines, beyond.owners) == (5, [], [], [])
+        # The last page a client may ask for: an offset past 32 bits is no error.
+        far = await queries.read_page(
+            conn, mine, limit=100, offset=(2**31 - 2) * 100, with_lines=True, with_owners=True
+        )
+        assert (far.total, far.orders) == (5, [])
         assert await count(queries.OrderFilter(user_id=alice, status="PAID")) == 2
         assert await count(queries.OrderFilter(pattern="%gadget%")) == 5
         assert await count(queries.OrderFilter(pattern="%alice%", match_emails=True)) == 5
@@ -182,3 +272,16 @@ async def test_a_failed_write_transaction_leaves_nothing(db: Database) -> None:
             raise RuntimeError("boom")
     async with db.connect() as conn:
         assert await queries.order_by_token(conn, user_id, "gone") is None
+
+
+async def test_a_longer_sku_never_matches_a_stored_one_it_starts_with(db: Database) -> None:
+    """A list parameter is compared as text: cast to the column's VARCHAR(64) it would be
+    cut down to the stored SKU and priced as it."""
+    stored = "S" * 64
+    async with db.begin() as conn:
+        await queries.upsert_product(
+            conn, sku=stored, name="Long", price_cents=5, now=datetime.now(UTC)
+        )
+    async with db.connect() as conn:
+        assert await queries.prices(conn, [stored]) == {stored: 5}
+        assert await queries.prices(conn, [stored + "X"]) == {}
