@@ -7,11 +7,18 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.types import ExecutionContext
 
 from infra.settings import Settings
-from schema.documents import DocumentPolicy
+from schema.documents import CACHED_DOCUMENTS, DocumentPolicy
 from schema.errors import ErrorCodes
 from schema.execution import FastExecutionContext
 from schema.mutation import Mutation
@@ -41,16 +48,27 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if settings is not None and settings.is_production:
         rules.append(NoSchemaIntrospectionCustomRule)
-    documents = DocumentPolicy(max_tokens=max_tokens, rules=tuple(rules))
-    # Factories: each request gets fresh extension instances; the policy and its caches
-    # are shared.
-    extensions: list[Any] = [ErrorCodes, documents.extension]
+    extensions: list[Any] = [ErrorCodes]
+    fast = settings.fast_paths if settings is not None else True
+    if fast:
+        # Factories: each request gets fresh extension instances; the policy and its
+        # caches are shared.
+        extensions.append(DocumentPolicy(max_tokens=max_tokens, rules=tuple(rules)).extension)
+    else:
+        # FAST_PATHS=off: the same limits and caches from Strawberry's own extensions,
+        # and Strawberry's own executor (docs/changing.md, "Library internals we use").
+        extensions += [
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            lambda: AddValidationRules(rules),
+            lambda: ParserCache(maxsize=CACHED_DOCUMENTS),
+            lambda: ValidationCache(maxsize=CACHED_DOCUMENTS),
+        ]
     return OrderSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
-        execution_context_class=FastExecutionContext,
+        execution_context_class=FastExecutionContext if fast else None,
     )
 
 

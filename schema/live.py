@@ -35,6 +35,7 @@ from graphql import (
 )
 from graphql.execution.collect_fields import collect_fields
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.resolvers import is_default_resolver
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import Info
 
@@ -348,7 +349,8 @@ def _plain_selection(
         field_def = executor.schema.get_field(return_type, node.name.value)
         if (
             field_def is None
-            or not getattr(field_def.resolve, "_is_default", False)
+            or field_def.resolve is None
+            or not is_default_resolver(field_def.resolve)
             or field_def.args
             or node.arguments
             or not _plain_selection(executor, field_def.type, details)
