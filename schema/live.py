@@ -83,7 +83,9 @@ def send_now(send: Coroutine[Any, Any, None]) -> bool:
     mark (a peer that reads slower than we write), and does so before it writes anything;
     otherwise it writes and returns without suspending. Driving the coroutine by hand
     keeps the feed's loop from waiting on one slow reader: its send is closed unwritten
-    and the caller drops that subscriber instead.
+    and the caller drops that subscriber instead. That is an assumption about uvicorn
+    (docs/changing.md, "Library internals we use"); with FAST_PATHS=off nothing here
+    runs and Strawberry awaits every send in the operation's own task.
     """
     try:
         send.send(None)
