@@ -373,3 +373,39 @@ async def test_transport_frames_for_a_forbidden_order_are_the_same(settings_fact
                 answers.append(await _frames(ws, 1))
         assert answers[0] == answers[1]
         assert admin and user
+
+
+async def test_the_stock_app_never_enters_a_fast_path(
+    settings_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FAST_PATHS=off, every fast path raising does not change an answer: none runs."""
+    from schema import documents, live, selection
+    from server.app import create_app
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a fast path ran with FAST_PATHS=off")
+
+    monkeypatch.setattr(FastExecutionContext, "__init__", refuse)
+    monkeypatch.setattr(documents.DocumentRules, "on_parse", refuse)
+    monkeypatch.setattr(documents.DocumentRules, "on_validate", refuse)
+    monkeypatch.setattr(live.Groups, "join", refuse)
+    monkeypatch.setattr(live, "send_now", refuse)
+    monkeypatch.setattr(selection, "_include", refuse)
+    monkeypatch.setattr(GraphQLView, "_cached_response", refuse)
+
+    app = create_app(settings_factory(**_mode_settings(False, cache_ttl_seconds=30)))
+    async with _served(app) as url:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            client = GraphQLClient(http, app)
+            admin, user = await _orders(client)
+            query = f"{{ orders {{ total items {{ {ORDER_FIELDS} }} }} }}"
+            for _ in range(2):  # a miss, then a hit
+                page = (await client.execute(query, token=user)).ok()["orders"]
+                assert page["total"] == 3 and page["items"][0]["items"]
+                assert page["items"][0]["user"]["email"] == "user@example.com"
+        async with WSClient.connect(url, admin, protocol=TRANSPORT) as ws:
+            op = await ws.subscribe("subscription { orderStatusChanged { orderId version } }")
+            await _subscribed(app, 1)
+            await app.state.services.broker.publish(ORDER_STATUS_CHANNEL, _event(1, 5))
+            assert await ws.next_data(op) == {"orderStatusChanged": {"orderId": "1", "version": 5}}
