@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     ws_max_pending_per_address: int = Field(20, ge=1)
     ws_max_pending_per_instance: int = Field(1000, ge=1)
     subscriber_queue_size: int = Field(256, ge=1)
+    # off: only the libraries' public paths (Strawberry's view, executor, websocket
+    # handlers and document caches), for when a library upgrade breaks a fast path.
+    fast_paths: bool = True
     # uvicorn's own name for the same list is accepted too.
     trusted_proxies: str = Field(
         "127.0.0.1,::1", validation_alias=AliasChoices("TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS")

@@ -7,13 +7,19 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
 from strawberry.types import ExecutionContext
 
 from infra.settings import Settings
-from schema.documents import DocumentPolicy
+from schema.documents import CACHED_DOCUMENTS, DocumentPolicy
 from schema.errors import ErrorCodes, QuietErrorCodes
 from schema.execution import FastExecutionContext
-from schema.limits import Limits
+from schema.limits import Limits, cost_extension, document_rules
 from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
@@ -36,22 +42,38 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     production = settings is not None and settings.is_production
     if production:
         rules.append(NoSchemaIntrospectionCustomRule)
-    documents = DocumentPolicy(
-        max_tokens=max_tokens,
-        limits=Limits.from_settings(settings),
-        rules=tuple(rules),
-        # With introspection off, no "Did you mean 'orders'?" either.
-        hide_suggestions=production,
-    )
-    # Factories: each request gets fresh extension instances; the policy and its caches
-    # are shared.
-    extensions: list[Any] = [QuietErrorCodes if production else ErrorCodes, documents.extension]
+    limits = Limits.from_settings(settings)
+    # Factories: each request gets fresh extension instances; the policies and their
+    # caches are shared.
+    extensions: list[Any] = [QuietErrorCodes if production else ErrorCodes]
+    fast = settings.fast_paths if settings is not None else True
+    if fast:
+        documents = DocumentPolicy(
+            max_tokens=max_tokens,
+            limits=limits,
+            rules=tuple(rules),
+            # With introspection off, no "Did you mean 'orders'?" either.
+            hide_suggestions=production,
+        )
+        extensions.append(documents.extension)
+    else:
+        # FAST_PATHS=off: the same limits, cost and caches from Strawberry's own
+        # extensions, and Strawberry's own executor (docs/changing.md, "Library internals
+        # we use"). Suggestions are stripped when errors are formatted (QuietErrorCodes).
+        stock_rules = [*document_rules(limits), *rules]
+        extensions += [
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            lambda: AddValidationRules(stock_rules),
+            lambda: ParserCache(maxsize=CACHED_DOCUMENTS),
+            lambda: ValidationCache(maxsize=CACHED_DOCUMENTS),
+            cost_extension(limits),
+        ]
     return OrderSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
-        execution_context_class=FastExecutionContext,
+        execution_context_class=FastExecutionContext if fast else None,
     )
 
 

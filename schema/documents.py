@@ -29,7 +29,14 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from schema.limits import CostMeter, LimitExceeded, Limits, check_document, cost_error
+from schema.limits import (
+    CostMeter,
+    LimitExceeded,
+    Limits,
+    check_document,
+    cost_error,
+    cost_results,
+)
 
 CACHED_DOCUMENTS = 512
 # Strawberry's own rules, which its validate_document adds to every validation.
@@ -144,4 +151,4 @@ class DocumentRules(SchemaExtension):
         yield
 
     def get_results(self) -> dict[str, Any]:
-        return {"cost": {"requested": self.requested, "limit": self.policy.limits.max_cost}}
+        return cost_results(self.execution_context, self.requested, self.policy.limits.max_cost)

@@ -30,6 +30,16 @@ def hide_suggestions(message: str) -> str:
     return _SUGGESTION.sub("", message) if "Did you mean" in message else message
 
 
+_TOKEN_LIMIT = re.compile(r"Document contains more than (\d+) tokens\. Parsing aborted\.")
+
+
+def _token_limit(error: GraphQLError) -> str | None:
+    if not isinstance(error, GraphQLSyntaxError) and not error.message.startswith("Syntax Error"):
+        return None
+    match = _TOKEN_LIMIT.search(error.message)
+    return match.group(1) if match else None
+
+
 def _code_for_graphql_error(error: GraphQLError) -> str:
     if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
         # Past the token limit is a document limit like the others, not bad syntax.
@@ -53,6 +63,13 @@ def format_error(
     if isinstance(original, DomainError):
         message = original.message
         extensions = {"code": original.code, **original.extensions}
+    elif (limit := _token_limit(error)) is not None:
+        # Strawberry's own parser (FAST_PATHS=off) reports the token limit as bad syntax;
+        # answer as schema/documents.py does, so both paths give the same bytes.
+        return GraphQLError(
+            f"The document has more than {limit} tokens.",
+            extensions={"code": "GRAPHQL_VALIDATION_FAILED", "limit": "QUERY_MAX_TOKENS"},
+        )
     elif original is None or isinstance(original, GraphQLError):
         message = hide_suggestions(error.message) if quiet else error.message
         extensions = {**(error.extensions or {})}

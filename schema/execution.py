@@ -4,7 +4,7 @@ graphql-core completes every field on its own: a `Path`, a `GraphQLResolveInfo`,
 resolver call and several type checks each, about 30 µs per field on this stack, so a
 page of ten orders with lines and owner (about 185 fields) spent more in that machinery
 than in the database. Most of those fields are plain attributes of the objects the
-resolvers return (Strawberry marks their resolvers `_is_default`).
+resolvers return (`strawberry.resolvers.is_default_resolver`).
 
 `FastExecutionContext.execute_fields` completes an object whose selected fields are all
 such attributes (leaves, lists, and nested objects of the same kind) in one tight pass,
@@ -46,6 +46,7 @@ from graphql import (
     OperationDefinitionNode,
 )
 from graphql.pyutils import Undefined
+from strawberry.resolvers import is_default_resolver
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 _TYPENAME = "__typename"
@@ -235,7 +236,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             resolve = field_def.resolve if field_def is not None else None
             if (
                 resolve is None
-                or not getattr(resolve, "_is_default", False)
+                or not is_default_resolver(resolve)
                 or field_def.args  # type: ignore[union-attr]
                 or node.arguments
             ):

@@ -55,6 +55,7 @@ from graphql import (
 )
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -580,6 +581,18 @@ def document_rules(limits: Limits) -> tuple[type[ASTValidationRule], ...]:
     return (limits_rule, cost_rule)
 
 
+def cost_results(context: Any, requested: int | None, limit: int) -> dict[str, Any]:
+    """A response's `extensions.cost`; none on a subscription's frames (each event is not
+    a request the client could make cheaper)."""
+    if context.graphql_document is not None:
+        try:
+            if context.operation_type is OperationType.SUBSCRIPTION:
+                return {}
+        except Exception:
+            return {"cost": {"requested": requested, "limit": limit}}
+    return {"cost": {"requested": requested, "limit": limit}}
+
+
 def cost_extension(limits: Limits) -> type[SchemaExtension]:
     """For a schema that validates through Strawberry's own extensions (with
     `document_rules`): a Strawberry extension that puts `extensions.cost` on every
@@ -606,6 +619,6 @@ def cost_extension(limits: Limits) -> type[SchemaExtension]:
             yield
 
         def get_results(self) -> dict[str, Any]:
-            return {"cost": {"requested": self.requested, "limit": limits.max_cost}}
+            return cost_results(self.execution_context, self.requested, limits.max_cost)
 
     return QueryCost

@@ -35,6 +35,7 @@ from graphql import (
 )
 from graphql.execution.collect_fields import collect_fields
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.resolvers import is_default_resolver
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import Info
 
@@ -82,7 +83,9 @@ def send_now(send: Coroutine[Any, Any, None]) -> bool:
     mark (a peer that reads slower than we write), and does so before it writes anything;
     otherwise it writes and returns without suspending. Driving the coroutine by hand
     keeps the feed's loop from waiting on one slow reader: its send is closed unwritten
-    and the caller drops that subscriber instead.
+    and the caller drops that subscriber instead. That is an assumption about uvicorn
+    (docs/changing.md, "Library internals we use"); with FAST_PATHS=off nothing here
+    runs and Strawberry awaits every send in the operation's own task.
     """
     try:
         send.send(None)
@@ -348,7 +351,8 @@ def _plain_selection(
         field_def = executor.schema.get_field(return_type, node.name.value)
         if (
             field_def is None
-            or not getattr(field_def.resolve, "_is_default", False)
+            or field_def.resolve is None
+            or not is_default_resolver(field_def.resolve)
             or field_def.args
             or node.arguments
             or not _plain_selection(executor, field_def.type, details)

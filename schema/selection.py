@@ -6,12 +6,15 @@ on every call. Directives are not evaluated: a field under `@skip`/`@include` co
 selected, which at worst loads a child that is then not returned. The answer depends on
 the document alone, so it is remembered per field node (documents are shared between
 requests by the parser cache).
+
+That reading needs the field's nodes, which Strawberry's `Info` keeps in `_raw_info`; with
+FAST_PATHS=off the same flags are read from the public `info.selected_fields` instead.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from graphql import (
     FieldNode,
@@ -21,6 +24,7 @@ from graphql import (
     SelectionNode,
 )
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from resolvers.orders import Include
 
@@ -73,6 +77,8 @@ def _include(
 
 def order_include(info: Info, *path: str) -> Include:
     """Include flags for the Order objects found at `path` below the current field."""
+    if not info.context.settings.fast_paths:
+        return _include_public(info.selected_fields, path)
     raw = info._raw_info
     nodes = tuple(raw.field_nodes)
     key = (*(id(n) for n in nodes), *path)
@@ -85,3 +91,20 @@ def order_include(info: Info, *path: str) -> Include:
     if len(_remembered) > _MAX_REMEMBERED:
         _remembered.popitem(last=False)
     return include
+
+
+def _selected(selections: Iterable[Selection]) -> Iterator[SelectedField]:
+    for sel in selections:
+        if isinstance(sel, SelectedField):
+            yield sel
+        else:  # a fragment spread or inline fragment, its selections resolved
+            yield from _selected(sel.selections)
+
+
+def _include_public(current: list[Selection], path: tuple[str, ...]) -> Include:
+    """`_include` from Strawberry's public view of the selection (FAST_PATHS=off)."""
+    fields = [child for field in _selected(current) for child in _selected(field.selections)]
+    for name in path:
+        fields = [c for f in fields if f.name == name for c in _selected(f.selections)]
+    names = {f.name for f in fields}
+    return Include(lines="items" in names, user="user" in names, payment="payment" in names)

@@ -29,7 +29,13 @@ from strawberry.types import ExecutionResult
 from resolvers.context import RequestContext, Services
 from schema.cache import OperationLabels, cached_answer, describe
 from schema.errors import format_error
-from schema.websocket import ConnectionRegistry, LegacyWSHandler, TransportWSHandler
+from schema.websocket import (
+    ConnectionRegistry,
+    LegacyWSHandler,
+    LiveLegacyWSHandler,
+    LiveTransportWSHandler,
+    TransportWSHandler,
+)
 
 # No input of the schema takes a long list (an order has at most 50 lines), while turning
 # a variable's list into input objects costs Strawberry about 0.1 ms an item on the event
@@ -175,9 +181,13 @@ def is_operation_message(message: object) -> bool:
 
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = TextFrameWebSocketAdapter
-    # Websocket admission, limits and token expiry: see schema/websocket.py.
-    graphql_transport_ws_handler_class = TransportWSHandler
-    graphql_ws_handler_class = LegacyWSHandler
+    # Websocket admission, limits and token expiry, and the handoff of subscriptions to
+    # the feed: see schema/websocket.py.
+    graphql_transport_ws_handler_class: type[TransportWSHandler] = LiveTransportWSHandler
+    graphql_ws_handler_class: type[LegacyWSHandler] = LiveLegacyWSHandler
+    # The read cache answered before Strawberry's request handling, and plain JSON bodies
+    # read without it (StockGraphQLView: off).
+    fast_paths = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -185,7 +195,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self._labels = OperationLabels()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if not self.fast_paths or scope["type"] != "http" or scope["method"] != "POST":
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
@@ -343,7 +353,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
         data: GraphQLRequestData | list[GraphQLRequestData] | None = None
-        if request.method == "POST" and _plain_json(request.headers):
+        if self.fast_paths and request.method == "POST" and _plain_json(request.headers):
             # What nearly every client sends. Strawberry's own path parses the content
             # type with the email package and looks for a streaming transport on every
             # request: ~25 µs, a tenth of a trivial query.
@@ -372,3 +382,12 @@ class GraphQLView(GraphQL[RequestContext, None]):
         if isinstance(data, _EncodedResponse):
             return data.body
         return orjson.dumps(data)
+
+
+class StockGraphQLView(GraphQLView):
+    """FAST_PATHS=off: the same answers through Strawberry's own request handling and
+    websocket handlers (with only the admission rules added), no handoff to the feed."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+    fast_paths = False

@@ -15,8 +15,11 @@ each protocol refuses a connection. Close codes:
   caps on sockets not acknowledged yet and the open-socket gauges, by the admission guard
   around the websocket route (server/ws_admission.py), whichever the handlers.
 
-Each operation's task names its operation (`schema.live.serve`), so that a subscription
-can be written to the socket by the status feed instead of by a task of its own.
+`TransportWSHandler` and `LegacyWSHandler` add only those rules to Strawberry's handlers,
+through their public hooks. The `Live...` handlers (FAST_PATHS=on) also name each
+operation of their task (`schema.live.serve`), so that a subscription can be written to
+the socket by the status feed instead of by a task of its own; for that they reach into
+Strawberry's bookkeeping (`operation.task`, `tasks`: docs/changing.md).
 """
 
 from __future__ import annotations
@@ -240,7 +243,7 @@ class _Parking:
         raise NotImplementedError
 
 
-class TransportWSHandler(_Parking, BaseGraphQLTransportWSHandler[RequestContext, None]):
+class TransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
     """`graphql-transport-ws`, with the admission rules above."""
 
     # Strawberry's first and last steps of a connection, rather than a `handle` of our
@@ -269,6 +272,10 @@ class TransportWSHandler(_Parking, BaseGraphQLTransportWSHandler[RequestContext,
             return
         await self.send_message({"type": "connection_ack"})
         self.connection_acknowledged = True
+
+
+class LiveTransportWSHandler(_Parking, TransportWSHandler):
+    """The same, with subscriptions handed off to the feed (schema/live.py)."""
 
     async def run_operation(self, operation: Operation[RequestContext, None]) -> None:
         named = _live_operation(
@@ -317,7 +324,7 @@ class TransportWSHandler(_Parking, BaseGraphQLTransportWSHandler[RequestContext,
             await operation.send_operation_message({"id": op_id, "type": "complete"})
 
 
-class LegacyWSHandler(_Parking, BaseGraphQLWSHandler[RequestContext, None]):
+class LegacyWSHandler(BaseGraphQLWSHandler[RequestContext, None]):
     """The legacy `graphql-ws` (subscriptions-transport-ws) protocol, same rules."""
 
     async def handle(self) -> None:
@@ -343,6 +350,10 @@ class LegacyWSHandler(_Parking, BaseGraphQLWSHandler[RequestContext, None]):
         self.connection_acknowledged = True
         if self.keep_alive:
             self.keep_alive_task = asyncio.create_task(self.handle_keep_alive())
+
+
+class LiveLegacyWSHandler(_Parking, LegacyWSHandler):
+    """The same, with subscriptions handed off to the feed (schema/live.py)."""
 
     async def handle_async_results(
         self,

@@ -35,7 +35,7 @@ from models.db import Database
 from resolvers import events
 from resolvers.context import Services
 from schema import build_schema
-from schema.view import GraphQLView
+from schema.view import GraphQLView, StockGraphQLView
 from server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
@@ -197,7 +197,10 @@ def create_app(settings: Settings) -> Starlette:
             await services.db.dispose()
             failures.flush()  # the counts of failures still repeating when we stop
 
-    view = GraphQLView(
+    # FAST_PATHS: the schema (executor, document caches) and the view (request handling,
+    # websocket handlers) follow the same switch.
+    view_class = GraphQLView if settings.fast_paths else StockGraphQLView
+    view = view_class(
         schema=build_schema(settings),
         graphql_ide=None if settings.is_production else "graphiql",
         allow_queries_via_get=False,

@@ -2,7 +2,9 @@
 
 The backend comes from the environment: TEST_DATABASE_URL (default: a SQLite file) and
 TEST_REDIS_URL (default: none, the in-process broker, limiter and cache). When one is set
-and cannot be reached the run fails: it never silently skips.
+and cannot be reached the run fails: it never silently skips. TEST_FAST_PATHS=off runs the
+suite on the libraries' public paths only (FAST_PATHS=off, for every app and server the
+tests start); tests of a fast path itself are marked `fast_paths` and skipped then.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from tests.client import GraphQLClient
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("TEST_REDIS_URL") or None
 USE_PG = PG_URL.startswith("postgresql")
+FAST_PATHS = os.environ.get("TEST_FAST_PATHS", "on").strip().lower()
+if FAST_PATHS not in ("on", "off"):
+    raise pytest.UsageError(f"TEST_FAST_PATHS must be on or off, not {FAST_PATHS!r}")
+# Settings read it from the environment: apps built here, `load_settings()` and the
+# servers tests start in processes of their own alike.
+os.environ["FAST_PATHS"] = FAST_PATHS
 
 _TABLES = (
     "outbox, webhook_inbox, payment_dead_letters, payments, order_lines, orders, users, products"
@@ -39,7 +47,17 @@ _TABLES = (
 
 def pytest_report_header(config: pytest.Config) -> str:
     db = make_url(PG_URL).render_as_string(hide_password=True) if USE_PG else "sqlite"
-    return f"order-service backend: database={db} redis={REDIS_URL or 'in-process'}"
+    redis = REDIS_URL or "in-process"
+    return f"order-service backend: database={db} redis={redis} fast_paths={FAST_PATHS}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if FAST_PATHS == "on":
+        return
+    skip = pytest.mark.skip(reason="tests a fast path: TEST_FAST_PATHS=off")
+    for item in items:
+        if item.get_closest_marker("fast_paths"):
+            item.add_marker(skip)
 
 
 async def _create_pg_database(base_url: str) -> str:

@@ -147,6 +147,7 @@ async def user_id_of(api: LiveClient, token: str) -> int:
     return int((await api.execute("{ me { id } }", token=token)).ok()["me"]["id"])
 
 
+@pytest.mark.fast_paths  # counts the feed's shared executions or its tasks
 async def test_one_execution_per_event_for_each_document_and_variables(
     served: Served, api: LiveClient, executions: list[Any]
 ) -> None:
@@ -181,6 +182,7 @@ async def test_one_execution_per_event_for_each_document_and_variables(
     assert Counter(int(event.order_id) for event in executions) == {one: 3, other: 2}
 
 
+@pytest.mark.fast_paths  # counts the feed's shared executions or its tasks
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_payloads_and_errors_are_those_of_the_per_operation_path(
     served: Served, api: LiveClient, executions: list[Any], protocol: str
@@ -219,6 +221,7 @@ async def test_payloads_and_errors_are_those_of_the_per_operation_path(
     assert len(executions) == 2  # event 9 never got as far as an execution
 
 
+@pytest.mark.fast_paths  # counts the feed's shared executions or its tasks
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_duplicates_are_dropped_once_for_the_process_and_late_versions_still_sent(
     served: Served, api: LiveClient, executions: list[Any], protocol: str
@@ -408,6 +411,7 @@ async def test_a_demoted_admin_stops_seeing_other_users_orders_and_a_deleted_one
         await served.subscribed(1)
 
 
+@pytest.mark.fast_paths  # counts the feed's shared executions or its tasks
 @pytest.mark.parametrize(("protocol", "tasks_per_connection"), [(TRANSPORT, 1), (LEGACY, 2)])
 async def test_an_idle_subscriber_costs_its_connection_task_and_no_other(
     served: Served, api: LiveClient, protocol: str, tasks_per_connection: int
