@@ -10,7 +10,7 @@
 ARG NODE_IMAGE=node:20-bookworm-slim
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- admin UI: web-admin/ -> /src/web-admin/dist -----------------------------
+# --- admin UI and GraphiQL: web-admin/ -> /src/web-admin/dist, dist-graphiql --
 FROM ${NODE_IMAGE} AS admin-build
 WORKDIR /src/web-admin
 ENV CI=true \
@@ -21,6 +21,8 @@ ENV CI=true \
 COPY web-admin/package.json web-admin/package-lock.json ./
 RUN npm ci
 COPY web-admin/ ./
+# GraphiQL's default tab is README's walk-through, read at build time (../README.md).
+COPY README.md /src/README.md
 RUN npm run build
 
 # --- Python package, installed into a relocatable virtualenv -----------------
@@ -49,6 +51,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     APP_ENV=production \
     LOG_FORMAT=json \
     ADMIN_DIST_DIR=/app/web-admin/dist \
+    GRAPHIQL_DIST_DIR=/app/web-admin/dist-graphiql \
     FORWARDED_ALLOW_IPS=127.0.0.1 \
     TRUSTED_PROXIES=127.0.0.1
 
@@ -59,6 +62,8 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=python-build /opt/venv /opt/venv
 # Owned by root and read-only for the app user: the server only reads them.
 COPY --from=admin-build /src/web-admin/dist /app/web-admin/dist
+# GraphiQL: served at GET /graphql only outside production (APP_ENV=development, say).
+COPY --from=admin-build /src/web-admin/dist-graphiql /app/web-admin/dist-graphiql
 
 WORKDIR /app
 USER 10001:10001

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
         "127.0.0.1,::1", validation_alias=AliasChoices("TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS")
     )
     admin_dist_dir: Path = REPO_ROOT / "web-admin" / "dist"
+    graphiql_dist_dir: Path = REPO_ROOT / "web-admin" / "dist-graphiql"
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:

@@ -11,13 +11,14 @@ import json
 import os
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
 from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -113,6 +114,28 @@ def _request_data(body: dict[str, Any]) -> GraphQLRequestData:
 
 _LOOKED_UP = "cache_lookup"
 
+GRAPHIQL_NOT_BUILT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>GraphiQL not built</title></head>
+<body><h1>GraphiQL is not built</h1>
+<p>The GraphQL endpoint is here: <code>POST /graphql</code> (JSON
+<code>{"query", "variables", "operationName"}</code>), and subscriptions over the websocket
+<code>/graphql</code> (<code>graphql-transport-ws</code>).</p>
+<p>To use GraphiQL in the browser, build it once: <code>npm --prefix web-admin ci &amp;&amp;
+npm --prefix web-admin run build</code>, or start with <code>scripts/start</code>, which does.</p>
+</body></html>
+"""
+
+
+def graphiql_page(ide_dir: Path | None) -> Response:
+    """The built GraphiQL's index.html, or (503) the page that says how to build it."""
+    try:
+        html = (ide_dir / "index.html").read_text(encoding="utf-8") if ide_dir else None
+    except OSError:
+        html = None
+    if html is None:
+        return HTMLResponse(GRAPHIQL_NOT_BUILT, status_code=503)
+    return HTMLResponse(html, headers={"cache-control": "no-cache"})
+
 
 async def _lookup(
     context: RequestContext, query: str, variables: dict[str, Any] | None, name: str | None
@@ -189,10 +212,16 @@ class GraphQLView(GraphQL[RequestContext, None]):
     # read without it (StockGraphQLView: off).
     fast_paths = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ide_dir: Path | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connections = ConnectionRegistry()
         self._labels = OperationLabels()
+        self.ide_dir = ide_dir
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL built from web-admin (vite.graphiql.config.ts), not Strawberry's page,
+        which loads it from a CDN: nothing leaves the machine. Unbuilt, a page that says how."""
+        return graphiql_page(self.ide_dir)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.fast_paths or scope["type"] != "http" or scope["method"] != "POST":

@@ -36,6 +36,7 @@ from resolvers import events
 from resolvers.context import Services
 from schema import build_schema
 from schema.view import GraphQLView, StockGraphQLView
+from server.headers import SecurityHeadersMiddleware
 from server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
@@ -143,6 +144,14 @@ def _admin_routes(dist: Path) -> list[BaseRoute]:
     return [Route("/admin", not_built), Route("/admin/{path:path}", not_built)]
 
 
+def _graphiql_routes(settings: Settings) -> list[BaseRoute]:
+    """GraphiQL's assets (its page is GET /graphql); none in production, like the page."""
+    assets = settings.graphiql_dist_dir
+    if settings.is_production or not (assets / "index.html").is_file():
+        return []
+    return [Mount("/graphiql", app=StaticFiles(directory=assets), name="graphiql")]
+
+
 def freeze_startup_heap() -> None:
     """Take what a serving process built to start (modules, the schema, the app: about
     127,000 objects) out of the cyclic garbage collector's reach. Every full collection
@@ -203,6 +212,7 @@ def create_app(settings: Settings) -> Starlette:
     view = view_class(
         schema=build_schema(settings),
         graphql_ide=None if settings.is_production else "graphiql",
+        ide_dir=settings.graphiql_dist_dir,
         allow_queries_via_get=False,
         keep_alive=True,
         keep_alive_interval=settings.ws_keepalive_seconds,
@@ -279,6 +289,7 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/graphql", admission),
         *webhook_routes(simulator=settings.simulator_enabled),
         *_admin_routes(settings.admin_dist_dir),
+        *_graphiql_routes(settings),
     ]
     middleware = [
         Middleware(
@@ -287,6 +298,7 @@ def create_app(settings: Settings) -> Starlette:
             trusted_proxies=settings.trusted_proxy_list,
         ),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(SecurityHeadersMiddleware),
     ]
     if settings.cors_origin_list:
         middleware.insert(

@@ -87,12 +87,6 @@ async def test_a_wrong_content_type_is_a_4xx(client: GraphQLClient) -> None:
     assert 400 <= response.status_code < 500
 
 
-async def test_graphiql_outside_production(client: GraphQLClient) -> None:
-    response = await client.http.get("/graphql", headers={"accept": "text/html"})
-    assert response.status_code == 200
-    assert "graphiql" in response.text.lower()
-
-
 async def test_no_graphiql_and_no_introspection_in_production(client_factory: Any) -> None:
     strong = "s" * 40
     client = await client_factory(

@@ -39,6 +39,17 @@ async def _payment(client: GraphQLClient, token: str) -> tuple[str, dict[str, An
     return order_id, (await initiate(client, token, order_id)).ok()["initiatePayment"]
 
 
+async def _press(client: GraphQLClient, payment_id: str, outcome: str) -> httpx.Response:
+    """Presses a button: the POST answers 303 to the page (post-redirect-get), which the
+    browser then loads."""
+    path = f"/payments/simulator/{payment_id}"
+    posted = await client.http.post(path, data={"outcome": outcome})
+    assert posted.status_code == 303, posted.text
+    location = posted.headers["location"]
+    assert location.startswith(f"{path}?")
+    return await client.http.get(location)
+
+
 async def test_the_page_shows_the_payment_and_two_buttons(
     client: GraphQLClient, user_token: str
 ) -> None:
@@ -67,13 +78,12 @@ async def test_succeed_sends_a_signed_webhook_and_pays_the_order(
 ) -> None:
     order_id, payment = await _payment(client, user_token)
 
-    page = await client.http.post(
-        f"/payments/simulator/{payment['id']}", data={"outcome": "SUCCESS"}
-    )
+    page = await _press(client, payment["id"], "SUCCESS")
 
     assert page.status_code == 200
     assert "The webhook answered <strong>200</strong>: processed" in page.text
     assert 'id="payment-status">SUCCEEDED<' in page.text
+    assert 'id="order-status">PAID · version 2<' in page.text
     assert ">Succeed</button>" not in page.text  # settled: nothing left to choose
     order = await read_order(client, user_token, order_id)
     assert (order["status"], order["version"], order["payment"]["status"]) == (
@@ -84,21 +94,59 @@ async def test_succeed_sends_a_signed_webhook_and_pays_the_order(
     # It went through the webhook's own path: verified, applied, counted.
     assert metric(client, "webhook_deliveries_total", outcome="processed") == 1
 
-    again = await client.http.post(
-        f"/payments/simulator/{payment['id']}", data={"outcome": "SUCCESS"}
-    )
+    again = await _press(client, payment["id"], "SUCCESS")
     assert "answered <strong>200</strong>: duplicate" in again.text
+
+
+async def test_a_reload_shows_the_result_and_sends_nothing(
+    client: GraphQLClient, user_token: str
+) -> None:
+    order_id, payment = await _payment(client, user_token)
+    path = f"/payments/simulator/{payment['id']}"
+    posted = await client.http.post(path, data={"outcome": "SUCCESS"})
+    assert posted.status_code == 303
+    assert posted.headers["cache-control"] == "no-store"
+
+    for _ in range(3):  # the browser reloads the page it was sent to: a GET
+        page = await client.http.get(posted.headers["location"])
+        assert page.status_code == 200
+        assert "The webhook answered <strong>200</strong>: processed" in page.text
+
+    assert metric(client, "webhook_deliveries_total", outcome="processed") == 1
+    assert metric(client, "webhook_deliveries_total", outcome="duplicate") == 0
+    order = await read_order(client, user_token, order_id)
+    assert (order["status"], order["version"]) == ("PAID", 2)
+
+
+async def test_a_crafted_result_link_shows_no_result(
+    client: GraphQLClient, user_token: str
+) -> None:
+    _, payment = await _payment(client, user_token)
+    path = f"/payments/simulator/{payment['id']}"
+    posted = await client.http.post(path, data={"outcome": "FAILED"})
+    genuine = httpx.URL(posted.headers["location"]).params
+
+    for params in (
+        {"answered": "200", "said": "processed", "sig": "0" * 32},
+        {**genuine, "said": "payment accepted"},  # another answer under a real signature
+        {**genuine, "answered": "500"},
+        {"answered": "200", "said": "processed"},
+    ):
+        page = await client.http.get(path, params=params)
+        assert page.status_code == 200
+        assert 'id="webhook-result"' not in page.text, params
+        assert 'id="payment-status">FAILED<' in page.text
 
 
 async def test_fail_leaves_the_order_pending(client: GraphQLClient, user_token: str) -> None:
     order_id, payment = await _payment(client, user_token)
 
-    page = await client.http.post(
-        f"/payments/simulator/{payment['id']}", data={"outcome": "FAILED"}
-    )
+    page = await _press(client, payment["id"], "FAILED")
 
     assert page.status_code == 200
+    assert "The webhook answered <strong>200</strong>" in page.text
     assert 'id="payment-status">FAILED<' in page.text
+    assert 'id="order-status">PENDING · version 1<' in page.text
     order = await read_order(client, user_token, order_id)
     assert (order["status"], order["version"], order["payment"]["status"]) == (
         "PENDING",
@@ -180,7 +228,9 @@ def _pay_through_the_simulator_page(server_url: str) -> None:
     assert f"#{order_id}" in page.text
     actions = {outcome: action for action, outcome in FORM_RE.findall(page.text)}
 
-    done = httpx.post(f"{server_url}{actions['SUCCESS']}", data={"outcome": "SUCCESS"})
+    posted = httpx.post(f"{server_url}{actions['SUCCESS']}", data={"outcome": "SUCCESS"})
+    assert posted.status_code == 303
+    done = httpx.get(f"{server_url}{posted.headers['location']}")
     assert done.status_code == 200
     assert "processed" in done.text
 

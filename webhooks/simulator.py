@@ -1,16 +1,23 @@
 """The built-in simulated provider's page: shows a payment, and sends the webhook that a
-real provider would, signed, through the same path as `POST /payments/webhook`."""
+real provider would, signed, through the same path as `POST /payments/webhook`.
+
+Post-redirect-get: the form's POST answers 303 to the page, with the webhook's answer in the
+query string (signed, so that a crafted link cannot show an answer the service never gave);
+a reload shows that answer again and sends nothing. The page's security headers (strict CSP)
+come from server/headers.py, like the admin's and GraphiQL's."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 from functools import cache
 from pathlib import Path
 from string import Template
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from models.rows import OrderRow, PaymentRow
 from resolvers import payments
@@ -24,13 +31,7 @@ OUTCOMES = {
     "FAILED": payments.ProviderStatus.FAILED,
     "FAIL": payments.ProviderStatus.FAILED,
 }
-_HEADERS = {
-    "cache-control": "no-store",
-    "content-security-policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "referrer-policy": "no-referrer",
-}
+_HEADERS = {"cache-control": "no-store"}
 
 
 @cache
@@ -56,14 +57,40 @@ def _actions(path: str, payment: PaymentRow) -> str:
     )
 
 
+def _said(answer: Answer) -> str:
+    return str(answer.body.get("status") or answer.body.get("message") or "")[:200]
+
+
+def _signature(services: Services, payment_id: str, code: str, said: str) -> str:
+    key = services.settings.secret_key.get_secret_value().encode()
+    message = f"simulator|{payment_id}|{code}|{said}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def _answer_query(services: Services, payment_id: str, answer: Answer) -> str:
+    code, said = str(answer.status_code), _said(answer)
+    sig = _signature(services, payment_id, code, said)
+    return urlencode({"answered": code, "said": said, "sig": sig})
+
+
+def _shown_answer(request: Request, services: Services, payment_id: str) -> Answer | None:
+    """The answer the redirect after a press carries, if its signature is ours."""
+    q = request.query_params
+    code, said, sig = q.get("answered", ""), q.get("said", ""), q.get("sig", "")
+    if not code.isdigit() or len(code) != 3:
+        return None
+    if not hmac.compare_digest(sig, _signature(services, payment_id, code, said)):
+        return None
+    return Answer(status_code=int(code), body={"status": said})
+
+
 def _result(answer: Answer | None) -> str:
     if answer is None:
         return ""
-    said = answer.body.get("status") or answer.body.get("message") or ""
     css = "result" if 200 <= answer.status_code < 300 else "result error"
     return (
         f'<p class="{css}" id="webhook-result">The webhook answered '
-        f"<strong>{answer.status_code}</strong>: {html.escape(str(said))}</p>"
+        f"<strong>{answer.status_code}</strong>: {html.escape(_said(answer))}</p>"
     )
 
 
@@ -75,6 +102,7 @@ def _page(
         payment_id=html.escape(payment.id),
         order_id=html.escape(str(order.id)),
         order_status=html.escape(order.status),
+        order_version=html.escape(str(order.version)),
         payment_status=html.escape(payment.status),
         amount=html.escape(_money(payment.amount_cents)),
         actions=_actions(path, payment),
@@ -103,15 +131,15 @@ async def simulator_page(request: Request) -> Response:
     found = await _lookup(request)
     if found is None:
         return _not_found()
-    _, payment, order = found
-    return _page(request, payment, order, None)
+    services, payment, order = found
+    return _page(request, payment, order, _shown_answer(request, services, payment.id))
 
 
 async def simulator_submit(request: Request) -> Response:
     found = await _lookup(request)
     if found is None:
         return _not_found()
-    services, payment, order = found
+    services, payment, _ = found
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     choice = OUTCOMES.get((form.get("outcome") or [""])[0].strip().upper())
     if choice is None:
@@ -131,7 +159,7 @@ async def simulator_submit(request: Request) -> Response:
     body, headers = signed_delivery(payment.id, payment.order_id, choice.value, secrets[0])
     request_id = (request.scope.get("state") or {}).get("request_id")
     answer = await process_delivery(services, body, headers["X-Signature"], request_id=request_id)
-    refreshed = await payments.find_payment(services, payment.id)
-    if refreshed is not None:
-        payment, order = refreshed
-    return _page(request, payment, order, answer)
+    path = request.scope.get("root_path", "") + request.url.path
+    return RedirectResponse(
+        f"{path}?{_answer_query(services, payment.id, answer)}", status_code=303, headers=_HEADERS
+    )

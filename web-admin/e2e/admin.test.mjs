@@ -15,6 +15,7 @@ import {
   SCREENSHOTS,
   UPDATE_STATUS,
   apiLogin,
+  assertSecurityHeaders,
   eventually,
   graphqlFetch,
   launchBrowser,
@@ -24,6 +25,7 @@ import {
   sendWebhook,
   uiLogin,
   waitForRows,
+  watchCsp,
 } from './helpers.mjs';
 
 const DESKTOP = { width: 1280, height: 800 };
@@ -37,6 +39,8 @@ let context;
 let page;
 /** @type {string[]} */
 const pageErrors = [];
+/** @type {string[]} */
+let cspViolations = [];
 
 /** @param {import('playwright-core').Page} p */
 const toast = (p, /** @type {string | RegExp} */ text) => p.locator('[data-testid="toast"]', { hasText: text });
@@ -59,6 +63,7 @@ describe('admin UI', { timeout: 100_000 }, () => {
     const health = await fetch(`${BASE_URL}/health`).catch((e) => e);
     assert.ok(health instanceof Response && health.ok, `no healthy server at ${BASE_URL}: ${health instanceof Response ? health.status : health}`);
     browser = await launchBrowser();
+    cspViolations = watchCsp(browser);
     context = await browser.newContext({ viewport: DESKTOP });
     page = await context.newPage();
     page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -66,6 +71,14 @@ describe('admin UI', { timeout: 100_000 }, () => {
 
   after(async () => {
     await browser?.close();
+  });
+
+  test('/admin carries the security headers', async () => {
+    for (const path of ['/admin/', '/admin/orders?page=2', `/admin/${randomToken()}.js`]) {
+      const res = await fetch(`${BASE_URL}${path}`);
+      assert.equal(res.status, 200, path);
+      assertSecurityHeaders(Object.fromEntries(res.headers));
+    }
   });
 
   test('a USER cannot sign in to the admin', async () => {
@@ -359,5 +372,39 @@ describe('admin UI', { timeout: 100_000 }, () => {
     await page.getByRole('button', { name: 'Sign in' }).waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.length === 0 || !Object.keys(sessionStorage).some((k) => k.endsWith('.token'))), true);
     assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+  });
+
+  test('the simulator page: post-redirect-get, under the same policy', async () => {
+    const token = await apiLogin(ALICE);
+    const created = await graphqlFetch(CREATE_ORDER, { input: { clientToken: randomToken(), items: [{ sku: 'WIDGET-001', qty: 1 }] } }, token);
+    const payment = (await graphqlFetch(INITIATE_PAYMENT, { input: { orderId: created.createOrder.id } }, token)).initiatePayment;
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    try {
+      const p = await ctx.newPage();
+      const shown = await p.goto(`${BASE_URL}/payments/simulator/${payment.id}`);
+      assert.ok(shown);
+      assertSecurityHeaders(shown.headers());
+      /** @type {string[]} */
+      const posts = [];
+      p.on('request', (r) => { if (r.method() === 'POST') posts.push(r.url()); });
+      await p.getByRole('button', { name: 'Succeed' }).click();
+      await p.locator('#webhook-result').waitFor();
+      assert.match(await p.locator('#webhook-result').innerText(), /answered 200: processed/);
+      assert.equal(new URL(p.url()).pathname, `/payments/simulator/${payment.id}`, 'redirected to the page (GET)');
+      assert.match(await p.locator('#order-status').innerText(), /PAID · version 2/);
+      await p.screenshot({ path: join(SCREENSHOTS, 'simulator-paid.png') });
+      // A reload shows the result again and posts nothing.
+      await p.reload();
+      await p.locator('#webhook-result').waitFor();
+      assert.equal(posts.length, 1, `one POST, not another on reload: ${posts.join(', ')}`);
+      const order = (await graphqlFetch(ORDER, { id: created.createOrder.id }, token)).order;
+      assert.deepEqual([order.status, order.version], ['PAID', 2]);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('no page broke the Content-Security-Policy', () => {
+    assert.deepEqual(cspViolations, []);
   });
 });

@@ -138,6 +138,38 @@ export async function launchBrowser() {
 }
 
 /**
+ * Collects the Content-Security-Policy violations that chromium reports on the console of
+ * any page of any context the browser opens from now on.
+ * @param {import('playwright-core').Browser} browser @returns {string[]}
+ */
+export function watchCsp(browser) {
+  /** @type {string[]} */
+  const violations = [];
+  const newContext = browser.newContext.bind(browser);
+  browser.newContext = async (options) => {
+    const context = await newContext(options);
+    context.on('console', (m) => {
+      if (/Content[- ]Security[- ]Policy/i.test(m.text())) violations.push(`${m.location().url}: ${m.text()}`);
+    });
+    return context;
+  };
+  return violations;
+}
+
+/**
+ * Asserts the security headers of a page's answer (server/headers.py).
+ * @param {Record<string, string>} headers
+ */
+export function assertSecurityHeaders(headers) {
+  const csp = headers['content-security-policy'] ?? '';
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /script-src 'self'(;|$)/, 'no inline or foreign script');
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.equal(headers['x-content-type-options'], 'nosniff');
+  assert.equal(headers['referrer-policy'], 'no-referrer');
+}
+
+/**
  * Signs in through the login form and waits for the orders table.
  * @param {import('playwright-core').Page} page @param {{email: string, password: string}} who
  */
