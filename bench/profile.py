@@ -28,7 +28,7 @@ from typing import Any
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 # py-spy names files relative to their sys.path entry ("graphql/language/visitor.py",
-# "schema/view.py"). The first prefix that matches names the bucket.
+# "server/transport/view.py"). The first prefix that matches names the bucket.
 BUCKETS: tuple[tuple[str, str], ...] = (
     ("graphql/", "graphql-core"),
     ("strawberry/", "strawberry"),

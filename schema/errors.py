@@ -65,7 +65,7 @@ def format_error(
         extensions = {"code": original.code, **original.extensions}
     elif (limit := _token_limit(error)) is not None:
         # Strawberry's own parser (FAST_PATHS=off) reports the token limit as bad syntax;
-        # answer as schema/documents.py does, so both paths give the same bytes.
+        # answer as server/transport/documents.py does, so both paths give the same bytes.
         return GraphQLError(
             f"The document has more than {limit} tokens.",
             extensions={"code": "GRAPHQL_VALIDATION_FAILED", "limit": "QUERY_MAX_TOKENS"},

@@ -13,7 +13,7 @@ Three parts, each usable on its own:
   per document, operation and page sizes asked for.
 - `document_rules(limits)`: the same checks as graphql-core validation rules, for a
   schema that validates through Strawberry's own extensions instead of
-  schema/documents.py: the limits rule refuses a document in `enter_document`, before
+  server/transport/documents.py: the limits rule refuses a document in `enter_document`, before
   any other rule has walked it, and the cost rule refuses an operation over the budget.
 
 Why the repeat limit: graphql-core's OverlappingFieldsCanBeMergedRule compares every pair

@@ -7,25 +7,20 @@ import contextlib
 import functools
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from infra.broker import Broker, InProcessBroker, RedisBroker
 from infra.cache import Cache, MemoryCache, RedisCache
 from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
 from infra.logs import failures
-from infra.metrics import CONTENT_TYPE_LATEST, Metrics
+from infra.metrics import Metrics
 from infra.provider import PaymentProviderClient
 from infra.redis_link import ServerRestarts, redis_client
 from infra.security import configure_password_hashing
@@ -34,20 +29,16 @@ from infra.tasks import cancel_and_wait
 from models.db import Database
 from resolvers import events
 from resolvers.context import Services
-from schema import build_schema
-from schema.view import GraphQLView, StockGraphQLView
+from server import endpoints
+from server.assembly import build_schema
+from server.background import relay_forever, watch_redis
 from server.headers import SecurityHeadersMiddleware
 from server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from server.transport.view import GraphQLView, StockGraphQLView
 from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
 
 log = logging.getLogger("order_service")
-
-RELAY_INTERVAL_SECONDS = 1.0
-RELAY_MIN_AGE = timedelta(seconds=2)
-OUTBOX_RETENTION = timedelta(days=1)
-PRUNE_EVERY_PASSES = 600
-REDIS_WATCH_INTERVAL_SECONDS = 1.0
 
 
 def _broker(settings: Settings) -> Broker:
@@ -78,80 +69,6 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     )
 
 
-async def _relay_forever(services: Services) -> None:
-    passes = 0
-    failing_since: int | None = None
-    while True:
-        await asyncio.sleep(RELAY_INTERVAL_SECONDS)
-        passes += 1
-        try:
-            await events.relay_once(services, min_age=RELAY_MIN_AGE)
-            if passes % PRUNE_EVERY_PASSES == 0:
-                await events.prune_published(services, older_than=OUTBOX_RETENTION)
-        except Exception as exc:
-            # One traceback per outage, not one a second for as long as it lasts.
-            if failing_since is None:
-                failing_since = passes
-                log.warning("outbox relay pass failed; retrying every second", exc_info=True)
-            else:
-                log.debug("outbox relay pass failed again: %s", type(exc).__name__)
-        else:
-            if failing_since is not None:
-                log.info("outbox relay recovered after %d failed passes", passes - failing_since)
-                failing_since = None
-
-
-async def _watch_redis(services: Services) -> None:
-    """Notices a Redis outage without waiting for traffic, and its end: the cache moves to
-    a new epoch as soon as Redis is back, before any instance can serve a stale entry."""
-    while True:
-        await asyncio.sleep(REDIS_WATCH_INTERVAL_SECONDS)
-        for component, check in (
-            ("cache", services.cache.healthy),
-            ("rate_limits", services.limiter.healthy),
-        ):
-            try:
-                up = await asyncio.wait_for(check(), timeout=3)
-            except Exception:
-                up = False
-            services.metrics.redis_up.labels(component).set(1 if up else 0)
-
-
-class SinglePageApp(StaticFiles):
-    """Static files with index.html for any path that is not a file (client routes)."""
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        try:
-            return await super().get_response(path, scope)
-        except HTTPException as exc:
-            if exc.status_code != 404:
-                raise
-            return await super().get_response("index.html", scope)
-
-
-def _admin_routes(dist: Path) -> list[BaseRoute]:
-    if (dist / "index.html").is_file():
-        return [Mount("/admin", app=SinglePageApp(directory=dist, html=True), name="admin")]
-
-    async def not_built(_: Request) -> Response:
-        return HTMLResponse(
-            "<h1>Admin not built</h1><p>Run <code>npm --prefix web-admin ci && "
-            "npm --prefix web-admin run build</code>, or start with <code>scripts/start</code>."
-            "</p>",
-            status_code=503,
-        )
-
-    return [Route("/admin", not_built), Route("/admin/{path:path}", not_built)]
-
-
-def _graphiql_routes(settings: Settings) -> list[BaseRoute]:
-    """GraphiQL's assets (its page is GET /graphql); none in production, like the page."""
-    assets = settings.graphiql_dist_dir
-    if settings.is_production or not (assets / "index.html").is_file():
-        return []
-    return [Mount("/graphiql", app=StaticFiles(directory=assets), name="graphiql")]
-
-
 def freeze_startup_heap() -> None:
     """Take what a serving process built to start (modules, the schema, the app: about
     127,000 objects) out of the cyclic garbage collector's reach. Every full collection
@@ -162,9 +79,11 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings) -> Starlette:
-    metrics = Metrics()
-    services_box: dict[str, Services] = {}
+def service_lifespan(
+    settings: Settings, metrics: Metrics
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """Builds the services when the app starts (app.state.services), runs the background
+    loops, and takes everything down in order when it stops."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -180,21 +99,21 @@ def create_app(settings: Settings) -> Starlette:
                 "For a demo only; set PAYMENT_PROVIDER_URL (and drop PAYMENT_SIMULATOR) to take "
                 "real payments"
             )
-        services_box["services"] = services
         app.state.services = services
         if isinstance(services.broker, RedisBroker):
             # Redis keeps nothing for a listener that was away: replay from the outbox.
             services.broker.on_reconnect = functools.partial(events.replay_since, services)
         await services.broker.start()
-        relay = asyncio.create_task(_relay_forever(services), name="outbox-relay")
-        marks = asyncio.create_task(events.mark_published_forever(services), name="outbox-marks")
-        background = [relay, marks]
+        loops = [
+            asyncio.create_task(relay_forever(services), name="outbox-relay"),
+            asyncio.create_task(events.mark_published_forever(services), name="outbox-marks"),
+        ]
         if settings.redis_url:
-            background.append(asyncio.create_task(_watch_redis(services), name="redis-watch"))
+            loops.append(asyncio.create_task(watch_redis(services), name="redis-watch"))
         try:
             yield
         finally:
-            for task in background:
+            for task in loops:
                 await cancel_and_wait(task)
             await events.flush_published(services)
             await services.broker.stop()
@@ -206,10 +125,15 @@ def create_app(settings: Settings) -> Starlette:
             await services.db.dispose()
             failures.flush()  # the counts of failures still repeating when we stop
 
-    # FAST_PATHS: the schema (executor, document caches) and the view (request handling,
-    # websocket handlers) follow the same switch.
+    return lifespan
+
+
+def graphql_endpoint(settings: Settings) -> GraphQLView:
+    """The GraphQL view (HTTP, and the websocket protocols behind the admission guard).
+    FAST_PATHS: the schema (executor, document caches, live feed) and the view (request
+    handling, websocket handlers) follow the same switch."""
     view_class = GraphQLView if settings.fast_paths else StockGraphQLView
-    view = view_class(
+    return view_class(
         schema=build_schema(settings),
         graphql_ide=None if settings.is_production else "graphiql",
         ide_dir=settings.graphiql_dist_dir,
@@ -220,77 +144,11 @@ def create_app(settings: Settings) -> Starlette:
         # Strawberry's own handlers' timeout: the same as the admission guard's.
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
     )
-    admission = WebsocketAdmission(view, settings=settings, metrics=metrics)
 
-    async def health(_: Request) -> Response:
-        return JSONResponse({"status": "ok"})
 
-    async def ready(request: Request) -> Response:
-        services: Services = request.app.state.services
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.wait_for(services.db.ping(), timeout=3)
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"unavailable: {type(exc).__name__}"
-        try:
-            ok = await asyncio.wait_for(services.broker.healthy(), timeout=3)
-            checks["broker"] = "ok" if ok else "degraded"
-        except Exception as exc:
-            checks["broker"] = f"degraded: {type(exc).__name__}"
-        for name, check, fallback in (
-            ("cache", services.cache.healthy, "Redis unavailable, reads bypass the cache"),
-            ("rate_limits", services.limiter.healthy, "Redis unavailable, limits per process"),
-        ):
-            try:
-                ok = await asyncio.wait_for(check(), timeout=3)
-            except Exception:
-                ok = False
-            checks[name] = "ok" if ok else f"degraded: {fallback}"
-        # Only the database is essential: without Redis the service still answers.
-        failed = checks["database"] != "ok"
-        degraded = any(v != "ok" for v in checks.values())
-        status = "unavailable" if failed else "degraded" if degraded else "ok"
-        return JSONResponse(
-            {"status": status, "checks": checks}, status_code=503 if failed else 200
-        )
-
-    async def metrics_endpoint(request: Request) -> Response:
-        services: Services = request.app.state.services
-        metrics.db_pool_in_use.set(services.db.pool_in_use())
-        with contextlib.suppress(Exception):
-            metrics.outbox_backlog.set(await events.backlog(services))
-        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    async def debug_runtime(request: Request) -> Response:
-        # APP_ENV=test only: lets tests see that connections leave nothing behind.
-        services: Services = request.app.state.services
-        return JSONResponse(
-            {
-                "tasks": len(asyncio.all_tasks()),
-                "subscribers": services.broker.fanout.count(),
-                "ws_connections": admission.open,
-                "ws_pending": admission.pending,
-            }
-        )
-
-    async def root(_: Request) -> Response:
-        return JSONResponse(
-            {"graphql": "/graphql", "admin": "/admin", "health": "/health", "ready": "/ready"}
-        )
-
-    routes: list[BaseRoute] = [
-        Route("/", root),
-        Route("/health", health),
-        Route("/ready", ready),
-        Route("/metrics", metrics_endpoint),
-        *([Route("/debug/runtime", debug_runtime)] if settings.app_env == "test" else []),
-        Route("/graphql", view, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", admission),
-        *webhook_routes(simulator=settings.simulator_enabled),
-        *_admin_routes(settings.admin_dist_dir),
-        *_graphiql_routes(settings),
-    ]
+def middleware_for(settings: Settings, metrics: Metrics) -> list[Middleware]:
+    """Outermost first: CORS (when origins are set), request ids, access log and metrics,
+    the body limit, the security headers."""
     middleware = [
         Middleware(
             RequestContextMiddleware,
@@ -312,7 +170,34 @@ def create_app(settings: Settings) -> Starlette:
                 max_age=600,
             ),
         )
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return middleware
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Composes the app: the GraphQL endpoint behind the websocket admission guard, the
+    webhook routes, the plain endpoints (server/endpoints.py), middleware and lifespan."""
+    metrics = Metrics()
+    view = graphql_endpoint(settings)
+    admission = WebsocketAdmission(view, settings=settings, metrics=metrics)
+    debug = [Route("/debug/runtime", endpoints.debug_runtime)] if settings.app_env == "test" else []
+    routes: list[BaseRoute] = [
+        Route("/", endpoints.root),
+        Route("/health", endpoints.health),
+        Route("/ready", endpoints.ready),
+        Route("/metrics", endpoints.metrics_page),
+        *debug,
+        Route("/graphql", view, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", admission),
+        *webhook_routes(simulator=settings.simulator_enabled),
+        *endpoints.admin_routes(settings.admin_dist_dir),
+        *endpoints.graphiql_routes(settings),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware_for(settings, metrics),
+        lifespan=service_lifespan(settings, metrics),
+    )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.admission = admission
     return app

@@ -60,7 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         "forwarded_allow_ips": settings.trusted_proxies,
         "ws_ping_interval": settings.ws_keepalive_seconds,
         # The sans-I/O implementation: a send costs less CPU, and it suspends only when
-        # the peer reads too slowly, which the subscription feed relies on (schema/live.py).
+        # the peer reads too slowly, which the subscription feed relies on
+        # (server/transport/live.py).
         "ws": "websockets-sansio",
         # Frames are a few hundred bytes of JSON; a deflate context per connection costs
         # tens of KB (the connection itself costs about 30) and CPU for every frame.
@@ -113,7 +114,7 @@ def cmd_seed_demo(_: argparse.Namespace) -> None:
 
 
 def cmd_export_schema(_: argparse.Namespace) -> None:
-    from schema import export_sdl
+    from server.assembly import export_sdl
 
     sys.stdout.write(export_sdl())
 

@@ -1,7 +1,7 @@
 """Websocket admission: who may hold a socket that has not said who it is yet.
 
 An ASGI guard around the websocket route, so that it holds whichever protocol handlers
-serve the socket (ours in schema/websocket.py or Strawberry's own). A socket is *pending*
+serve the socket (ours in server/transport/websocket.py or Strawberry's own). A socket is *pending*
 from its upgrade request until the server sends `connection_ack`:
 
 - A pending socket is closed with 4408 ("Connection initialisation timeout") when

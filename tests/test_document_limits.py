@@ -281,7 +281,7 @@ async def test_the_token_limit_is_a_validation_failure_and_syntax_a_parse_failur
 async def test_the_limits_work_as_strawberry_validation_rules() -> None:
     from graphql import parse, specified_rules, validate
 
-    from schema import build_schema
+    from server.assembly import build_schema
 
     schema = build_schema()._schema
     rules = (*document_rules(Limits(max_cost=100)), *specified_rules)

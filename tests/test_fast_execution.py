@@ -1,4 +1,4 @@
-"""schema.execution: the quick pass answers exactly what graphql-core answers."""
+"""server.transport.execution: the quick pass answers exactly what graphql-core answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import strawberry
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from schema.execution import FastExecutionContext
+from server.transport.execution import FastExecutionContext
 
 
 @strawberry.enum

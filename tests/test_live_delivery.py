@@ -1,4 +1,4 @@
-"""Subscriptions written to the sockets by the status feed (schema/live.py over
+"""Subscriptions written to the sockets by the status feed (server/transport/live.py over
 resolvers/subscriptions.py), against a server in this process, so that a test can publish
 events of its own and count executions: one execution per event for each document and
 variables, the same payloads and errors as the per-operation path, slow readers dropped,
@@ -28,9 +28,10 @@ from models.tables import User
 from resolvers import context as user_context
 from resolvers.context import RequestContext, Services
 from resolvers.events import ORDER_STATUS_CHANNEL, StatusEvent
-from schema import build_schema, live
-from schema.execution import FastExecutionContext
 from server.app import create_app
+from server.assembly import build_schema
+from server.transport import live
+from server.transport.execution import FastExecutionContext
 from tests.live_api import LiveClient, live_client
 from tests.ws_client import LEGACY, PROTOCOLS, TRANSPORT, WSClient
 

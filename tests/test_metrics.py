@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schema.cache import Operation, OperationLabels
+from server.transport.cache import Operation, OperationLabels
 from tests.client import GraphQLClient
 from tests.ops_support import metric, new_order, read_order, running, scrape
 

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from schema import export_sdl
+from server.assembly import export_sdl
 
 REPO = Path(__file__).resolve().parent.parent
 

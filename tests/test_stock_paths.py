@@ -25,8 +25,8 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from resolvers.context import Services
 from resolvers.events import ORDER_STATUS_CHANNEL, StatusEvent
-from schema.execution import FastExecutionContext
-from schema.view import GraphQLView, StockGraphQLView
+from server.transport.execution import FastExecutionContext
+from server.transport.view import GraphQLView, StockGraphQLView
 from tests.client import ORDER_FIELDS, GraphQLClient
 from tests.ws_client import PROTOCOLS, TRANSPORT, Refused, WSClient
 
@@ -379,8 +379,9 @@ async def test_the_stock_app_never_enters_a_fast_path(
     settings_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With FAST_PATHS=off, every fast path raising does not change an answer: none runs."""
-    from schema import documents, live, selection
+    from schema import selection
     from server.app import create_app
+    from server.transport import documents, live
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a fast path ran with FAST_PATHS=off")
@@ -389,6 +390,7 @@ async def test_the_stock_app_never_enters_a_fast_path(
     monkeypatch.setattr(documents.DocumentRules, "on_parse", refuse)
     monkeypatch.setattr(documents.DocumentRules, "on_validate", refuse)
     monkeypatch.setattr(live.Groups, "join", refuse)
+    monkeypatch.setattr(live.Feed, "join", refuse)
     monkeypatch.setattr(live, "send_now", refuse)
     monkeypatch.setattr(selection, "_include", refuse)
     monkeypatch.setattr(GraphQLView, "_cached_response", refuse)

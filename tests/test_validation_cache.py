@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import strawberry.schema.schema as strawberry_schema
 
-import schema.documents as documents
+import server.transport.documents as documents
 from infra.settings import load_settings
-from schema import build_schema
+from server.assembly import build_schema
 
 
 @pytest.mark.parametrize("app_env", ["development", "production"])
@@ -23,7 +23,7 @@ async def test_a_repeated_document_is_validated_once(
         payment_provider_url="https://payments.example.com",
     )
     schema = build_schema(settings)
-    # The fast path validates in schema/documents.py; FAST_PATHS=off, in Strawberry's
+    # The fast path validates in server/transport/documents.py; FAST_PATHS=off, in Strawberry's
     # validate_document behind its ValidationCache. Count graphql-core's validate there.
     module: Any = documents if settings.fast_paths else strawberry_schema
     validations: list[Any] = []

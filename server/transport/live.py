@@ -42,7 +42,7 @@ from strawberry.types import Info
 from resolvers.events import StatusEvent
 from resolvers.subscriptions import Watch
 from schema.errors import format_error
-from schema.execution import FastExecutionContext
+from server.transport.execution import FastExecutionContext
 
 # How each protocol frames a result: `{<id>, "type": ..., "payload": <payload>}`, in the
 # key order Strawberry's own messages have, so that the bytes are the same as before.
@@ -359,3 +359,19 @@ def _plain_selection(
         ):
             return False
     return True
+
+
+class Feed:
+    """The schema's live feed (schema/feed.py's LiveFeed): joins an operation's group and
+    hands the operation over. The schema gets it from server/assembly.py."""
+
+    def join(self, info: Info, to_root: Callable[[Any], Any]) -> Member | None:
+        return join(info, to_root)
+
+    def handoff(self, watched: Watch, seat: Any) -> BaseException:
+        if not isinstance(seat, Member):
+            raise TypeError(f"not a seat of this feed: {seat!r}")
+        return Handoff(watched, seat)
+
+
+FEED = Feed()

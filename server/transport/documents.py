@@ -69,7 +69,7 @@ class DocumentPolicy:
         self.hide_suggestions = hide_suggestions
         self._meter: CostMeter | None = None
         # Keyed by the text (and the token limit): a repeated document is the same node
-        # tree every time, which schema/execution.py keeps its compiled plans on.
+        # tree every time, which server/transport/execution.py keeps its compiled plans on.
         self.parse: Callable[..., DocumentNode] = lru_cache(maxsize=CACHED_DOCUMENTS)(parse)
         self.validate: Callable[
             [GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule], ...]],

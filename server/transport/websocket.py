@@ -17,7 +17,7 @@ each protocol refuses a connection. Close codes:
 
 `TransportWSHandler` and `LegacyWSHandler` add only those rules to Strawberry's handlers,
 through their public hooks. The `Live...` handlers (FAST_PATHS=on) also name each
-operation of their task (`schema.live.serve`), so that a subscription can be written to
+operation of their task (`server.transport.live.serve`), so that a subscription can be written to
 the socket by the status feed instead of by a task of its own; for that they reach into
 Strawberry's bookkeeping (`operation.task`, `tasks`: docs/changing.md).
 """
@@ -52,7 +52,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 )
 
 from resolvers.context import RequestContext
-from schema import live
+from server.transport import live
 
 FORBIDDEN = (4403, "Forbidden")
 TOO_MANY_CONNECTIONS = (4429, "Too many connections")
@@ -211,7 +211,7 @@ def _live_operation(
 
 
 class _Parking:
-    """Operations handed off to the feed (schema/live.py), kept by id without a task of
+    """Operations handed off to the feed (server/transport/live.py), kept by id without a task of
     their own until the client ends them (`unpark`) or the feed does (`finish` then sends
     their last frames, as Strawberry would at the end of a stream)."""
 
@@ -275,7 +275,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
 
 
 class LiveTransportWSHandler(_Parking, TransportWSHandler):
-    """The same, with subscriptions handed off to the feed (schema/live.py)."""
+    """The same, with subscriptions handed off to the feed (server/transport/live.py)."""
 
     async def run_operation(self, operation: Operation[RequestContext, None]) -> None:
         named = _live_operation(
@@ -353,7 +353,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[RequestContext, None]):
 
 
 class LiveLegacyWSHandler(_Parking, LegacyWSHandler):
-    """The same, with subscriptions handed off to the feed (schema/live.py)."""
+    """The same, with subscriptions handed off to the feed (server/transport/live.py)."""
 
     async def handle_async_results(
         self,

@@ -1,6 +1,6 @@
 """The Strawberry ASGI view: builds each request's context and speaks JSON via orjson.
 
-A cached answer (schema/cache.py) is served before Strawberry's request handling runs:
+A cached answer (server/transport/cache.py) is served before Strawberry's request handling runs:
 on a hit the stored bytes are the whole response, so there is nothing for it to do; on a
 miss the context and the cache key found on the way are handed on, not looked up twice.
 """
@@ -28,9 +28,9 @@ from strawberry.http.exceptions import NonJsonMessageReceived, WebSocketDisconne
 from strawberry.types import ExecutionResult
 
 from resolvers.context import RequestContext, Services
-from schema.cache import OperationLabels, cached_answer, describe
 from schema.errors import format_error
-from schema.websocket import (
+from server.transport.cache import OperationLabels, cached_answer, describe
+from server.transport.websocket import (
     ConnectionRegistry,
     LegacyWSHandler,
     LiveLegacyWSHandler,
@@ -205,7 +205,7 @@ def is_operation_message(message: object) -> bool:
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = TextFrameWebSocketAdapter
     # Websocket admission, limits and token expiry, and the handoff of subscriptions to
-    # the feed: see schema/websocket.py.
+    # the feed: see server/transport/websocket.py.
     graphql_transport_ws_handler_class: type[TransportWSHandler] = LiveTransportWSHandler
     graphql_ws_handler_class: type[LegacyWSHandler] = LiveLegacyWSHandler
     # The read cache answered before Strawberry's request handling, and plain JSON bodies
@@ -306,7 +306,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
         """Names the operation for logs and metrics, and answers cacheable order reads
-        from the read cache (see schema/cache.py)."""
+        from the read cache (see server/transport/cache.py)."""
         if (error := refusal(request_data.query, request_data.variables)) is not None:
             # Refused before parsing: nothing was measured, but the budget is still said.
             cost = {"requested": None, "limit": context.settings.query_max_cost}
