@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
-from bench.harness import REPO, Run, Server, Workload, log
+from bench.load import have_wrk
+from bench.measure import Workload, measure
+from bench.processes import REPO, Server, log
+from bench.runs import Run
+from bench.workloads.overhead import overhead_workloads
+from bench.workloads.reads import read_workloads
+from bench.workloads.webhooks import webhook_workloads
+from bench.workloads.writes import write_workloads
 
 WORKLOADS = ("overhead", "reads_cold", "reads_warm", "writes", "webhooks")
 
@@ -53,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
-    if not harness.have_wrk():
+    if not have_wrk():
         p.error("wrk is not installed (apt-get install wrk)")
     return args
 
@@ -100,12 +107,12 @@ def workload_for(run: Run, key: str, tag: str) -> Workload:
     """The service's side of one of bench/run's workloads; `tag` keeps the rows each
     measurement writes apart from the others'."""
     if key == "overhead":
-        return harness.overhead_workloads(run)[1]
+        return overhead_workloads(run)[1]
     if key in ("reads_cold", "reads_warm"):
-        return harness.read_workloads(run, key)[1]
+        return read_workloads(run, key)[1]
     if key == "writes":
-        return harness.write_workloads(run, tag)[1]
-    return harness.webhook_workloads(run, tag, {"baseline": 0.0, "graphql": 3000.0})[1]
+        return write_workloads(run, tag)[1]
+    return webhook_workloads(run, tag, {"baseline": 0.0, "graphql": 3000.0})[1]
 
 
 def measure_pair(
@@ -117,7 +124,7 @@ def measure_pair(
         order = labels if i % 2 == 0 else labels[::-1]
         for label in order:
             tag = f"ab{i}-{label}-{time.monotonic_ns()}"
-            row = harness.measure(run, servers[label], workload_for(run, key, tag), config=tag)
+            row = measure(run, servers[label], workload_for(run, key, tag), config=tag)
             if row is None:
                 raise RuntimeError(f"{key} on {label}: {run.failures[-1].why}")
             rows[label].append(row)

@@ -1,0 +1,141 @@
+"""What a workload is, and how one is measured: load from another process, the server's
+CPU time per request, answers checked."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.load import LoadResult, LoadSpec, run_load
+from bench.processes import Server, cpu_seconds, log
+from bench.runs import Failure, Run
+
+ORDERS_QUERY = (
+    "query Orders($limit: Int!) { orders(limit: $limit) { total page pages items { id status "
+    "version amountCents createdAt items { sku qty unitPriceCents lineTotalCents } "
+    "user { id email role } } } }"
+)
+
+
+CREATE_MUTATION = (
+    "mutation Create($input: CreateOrderInput!) { createOrder(input: $input) "
+    "{ id status version amountCents } }"
+)
+
+
+UPDATE_MUTATION = (
+    "mutation Move($input: UpdateOrderStatusInput!) { updateOrderStatus(input: $input) "
+    "{ id status version } }"
+)
+
+
+ITEMS = [{"sku": "WIDGET-001", "qty": 2}, {"sku": "GADGET-002", "qty": 1}]
+
+
+def graphql_body(query: str, variables: dict[str, Any]) -> str:
+    return orjson.dumps({"query": query, "variables": variables}).decode()
+
+
+def json_headers(token: str | None = None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = token
+    return headers
+
+
+def check_graphql(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise AssertionError(f"HTTP {response.status_code}: {response.text[:500]}")
+    body = response.json()
+    if body.get("errors"):
+        raise AssertionError(f"GraphQL errors: {body['errors']}")
+    return body
+
+
+@dataclass
+class Workload:
+    key: str  # e.g. "reads_cold"
+    label: str
+    side: str  # "graphql" or "baseline"
+    spec: LoadSpec
+    sample: Callable[[str], None]  # sends one request and checks the answer
+    after: Callable[[LoadResult], None] | None = None
+    warmup: bool = True
+
+
+def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, Any] | None:
+    args = run.args
+    what = f"{config} {w.key}/{w.side}"
+    try:
+        w.sample(server.url)
+        if w.warmup and args.warmup > 0:
+            run_load(
+                _warm_spec(w.spec),
+                server.url,
+                duration=args.warmup,
+                connections=args.connections,
+                cpus="1" if server.pinned else None,
+                workdir=run.workdir,
+                use_wrk=args.wrk,
+            )
+        pids = server.pids()
+        workers = server.worker_pids()
+        cpu_before = cpu_seconds(pids)
+        per_worker_before = [cpu_seconds([p]) for p in workers]
+        result = run_load(
+            w.spec,
+            server.url,
+            duration=args.duration,
+            connections=args.connections,
+            cpus="1" if server.pinned else None,
+            workdir=run.workdir,
+            use_wrk=args.wrk,
+        )
+        cpu = cpu_seconds(pids) - cpu_before
+        per_worker = [cpu_seconds([p]) - b for p, b in zip(workers, per_worker_before, strict=True)]
+        if result.errors:
+            raise AssertionError(f"{result.errors} errors ({result.non_2xx} non-2xx answers)")
+        if result.requests == 0:
+            if not args.smoke:
+                raise AssertionError("no request completed")
+            log(f"{what}: no request completed in {args.duration:g} s (smoke: not an error)")
+            return None
+        if w.after is not None:
+            w.after(result)
+    except Exception as exc:
+        log(f"FAILED {what}: {exc}")
+        if args.verbose:
+            traceback.print_exc()
+        run.failures.append(Failure(what, str(exc)[:500]))
+        return None
+    row = {
+        "config": config,
+        "workload": w.key,
+        "label": w.label,
+        "side": w.side,
+        **result.as_dict(),
+        "cpu_us_per_request": cpu / result.requests * 1e6,
+        "cpu_seconds": cpu,
+        # How the work fell on uvicorn's workers (they share one listening socket).
+        "worker_cpu_share": [round(c / sum(per_worker), 2) for c in per_worker]
+        if len(per_worker) > 1 and sum(per_worker) > 0
+        else [],
+    }
+    run.results.append(row)
+    log(
+        f"{config:>10} {w.key:<12} {w.side:<8} {result.rps:9.0f} req/s  p50 {result.p50_ms:6.1f} ms"
+        f"  p99 {result.p99_ms:6.1f} ms  cpu {row['cpu_us_per_request']:7.0f} us/req"
+        + (f"  WRAPPED {result.wrapped}" if result.wrapped else "")
+    )
+    return row
+
+
+def _warm_spec(spec: LoadSpec) -> LoadSpec:
+    if spec.mode == "unique":
+        return LoadSpec(**{**spec.__dict__, "token_prefix": spec.token_prefix + "-warm"})
+    return spec

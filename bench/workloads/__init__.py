@@ -1,0 +1,1 @@
+"""The benchmark's workloads, one module each; bench/harness.py runs them."""
