@@ -32,6 +32,8 @@ class OrderSchema(strawberry.Schema):
     # Subscription fields hand their websocket operations to this feed (schema/feed.py);
     # None: each operation streams its own events.
     live_feed: LiveFeed | None = None
+    # The parse the view describes operations with (FAST_PATHS=on): the execution's own.
+    document_policy: DocumentPolicy | None = None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -54,6 +56,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # caches are shared.
     extensions: list[Any] = [QuietErrorCodes if production else ErrorCodes]
     fast = settings.fast_paths if settings is not None else True
+    documents: DocumentPolicy | None = None
     if fast:
         documents = DocumentPolicy(
             max_tokens=max_tokens,
@@ -83,6 +86,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         execution_context_class=FastExecutionContext if fast else None,
     )
     schema.live_feed = live.FEED if fast else None
+    schema.document_policy = documents
     return schema
 
 

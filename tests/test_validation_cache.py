@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import strawberry.schema.schema as strawberry_schema
 
+import server.transport.cache as response_cache
 import server.transport.documents as documents
 from infra.settings import load_settings
 from server.assembly import build_schema
@@ -48,3 +49,44 @@ async def test_the_limits_still_apply_to_cached_documents() -> None:
         for document in (deep, aliased):
             result = await schema.execute(document)
             assert result.errors, document
+
+
+@pytest.mark.fast_paths
+@pytest.mark.parametrize(
+    "document",
+    [
+        "query Page { orders { total } }",  # cacheable: described for the read cache
+        "{ __typename }",
+        "{ orders { total }",  # a syntax error
+        "{ " + "a: __typename " * 1500 + "}",  # over the token limit, and 21 KB
+    ],
+    ids=["cacheable", "plain", "syntax-error", "over-token-limit"],
+)
+async def test_each_document_is_lexed_once(
+    document: str, client_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view describes an operation (for the read cache and the operation's label)
+    before the execution parses it: one parse serves both, and a text seen moments ago,
+    parsed or failed, is not lexed again."""
+    client = await client_factory(cache_ttl_seconds=30)
+    parses: list[str] = []
+
+    def counting(real: Any) -> Any:
+        def parse(text: str, *args: Any, **kwargs: Any) -> Any:
+            parses.append(text)
+            return real(text, *args, **kwargs)
+
+        return parse
+
+    # Every parser the view and the execution could use.
+    monkeypatch.setattr(documents, "parse", counting(documents.parse))
+    monkeypatch.setattr(response_cache, "parse", counting(response_cache.parse))
+    answers = [
+        (await client.http.post("/graphql", json={"query": document})).json() for _ in range(2)
+    ]
+    assert len(parses) == 1
+    assert answers[0] == answers[1]
+    if document.startswith("{ a:"):
+        assert answers[0]["errors"][0]["extensions"]["limit"] == "QUERY_MAX_TOKENS"
+    elif document.startswith("{ orders"):
+        assert answers[0]["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"

@@ -10,8 +10,10 @@ variables and operation name. Every order write bumps the generations of its sco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -61,27 +63,43 @@ class Operation:
         return self.name or ",".join(sorted(self.root_fields)) or "anonymous"
 
 
-def describe(query: str | None, operation_name: str | None, max_tokens: int) -> Operation | None:
-    """The operation that `operation_name` picks, or None when parsing cannot tell."""
+Parse = Callable[[str], DocumentNode]
+
+
+def describe(
+    query: str | None, operation_name: str | None, max_tokens: int, parse: Parse | None = None
+) -> Operation | None:
+    """The operation that `operation_name` picks, or None when parsing cannot tell.
+    `parse`: the schema's own (server/transport/documents.py), so that the execution
+    does not parse the text again; without it, graphql-core's under the token limit."""
     if not query:
         return None
+    parse = parse or _limited_parser(max_tokens)
     if len(query) > _MAX_REMEMBERED_DOCUMENT:
-        op = _describe(query, operation_name, max_tokens)
+        op = _describe(query, operation_name, parse)
         # Too long to remember, so too long to cache: describe it as not cacheable.
         return Operation(op.name, op.type, frozenset()) if op else None
-    return _describe_remembered(query, operation_name, max_tokens)
+    return _describe_remembered(query, operation_name, parse)
+
+
+@lru_cache(maxsize=8)
+def _limited_parser(max_tokens: int) -> Parse:
+    # One function per limit: it is part of _describe_remembered's key.
+    return functools.partial(_parse_limited, max_tokens=max_tokens)
+
+
+def _parse_limited(text: str, max_tokens: int) -> DocumentNode:
+    return parse(text, no_location=True, max_tokens=max_tokens)
 
 
 @lru_cache(maxsize=256)
-def _describe_remembered(
-    query: str, operation_name: str | None, max_tokens: int
-) -> Operation | None:
-    return _describe(query, operation_name, max_tokens)
+def _describe_remembered(query: str, operation_name: str | None, parse: Parse) -> Operation | None:
+    return _describe(query, operation_name, parse)
 
 
-def _describe(query: str, operation_name: str | None, max_tokens: int) -> Operation | None:
+def _describe(query: str, operation_name: str | None, parse: Parse) -> Operation | None:
     try:
-        document = parse(query, no_location=True, max_tokens=max_tokens)
+        document = parse(query)
     except GraphQLError:
         return None
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]

@@ -12,6 +12,7 @@ before any of graphql-core's rules walks it. Each response says what its operati
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
@@ -39,6 +40,14 @@ from schema.limits import (
 )
 
 CACHED_DOCUMENTS = 512
+# Longer texts are not kept in the parse cache (512 of them could hold half a gigabyte).
+REMEMBERED_TEXT = 20_000
+# The outcomes of the last few texts parsed, whatever their size: the view describes an
+# operation before Strawberry parses it, and neither lexes it again.
+RECENT_TEXTS = 8
+# graphql-core stops after this many validation errors (its default is 100): each error
+# works out its line and column in the text, and a client reads the first few anyway.
+MAX_VALIDATION_ERRORS = 20
 # Strawberry's own rules, which its validate_document adds to every validation.
 _STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
 
@@ -68,13 +77,38 @@ class DocumentPolicy:
         self.rules = rules
         self.hide_suggestions = hide_suggestions
         self._meter: CostMeter | None = None
-        # Keyed by the text (and the token limit): a repeated document is the same node
-        # tree every time, which server/transport/execution.py keeps its compiled plans on.
-        self.parse: Callable[..., DocumentNode] = lru_cache(maxsize=CACHED_DOCUMENTS)(parse)
+        # Keyed by the text: a repeated document is the same node tree every time, which
+        # server/transport/execution.py keeps its compiled plans on.
+        self._parsed: Callable[[str], DocumentNode | GraphQLError] = lru_cache(
+            maxsize=CACHED_DOCUMENTS
+        )(self._parse)
+        self._recent: OrderedDict[str, DocumentNode | GraphQLError] = OrderedDict()
         self.validate: Callable[
             [GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule], ...]],
             list[GraphQLError],
         ] = lru_cache(maxsize=CACHED_DOCUMENTS)(self._validate)
+
+    def parse(self, text: str) -> DocumentNode:
+        """`text` parsed under the token limit, once however often it is asked for: the
+        view's description of the operation and the execution share one parse, and a
+        text that failed is not lexed again. A failure is raised as GraphQL errors are
+        (the token limit as GRAPHQL_VALIDATION_FAILED)."""
+        outcome = self._recent.get(text)
+        if outcome is None:
+            outcome = self._parsed(text) if len(text) <= REMEMBERED_TEXT else self._parse(text)
+            self._recent[text] = outcome
+            if len(self._recent) > RECENT_TEXTS:
+                self._recent.popitem(last=False)
+        if isinstance(outcome, GraphQLError):
+            # The same error object for the same text; no traceback kept from last time.
+            raise outcome.with_traceback(None)
+        return outcome
+
+    def _parse(self, text: str) -> DocumentNode | GraphQLError:
+        try:
+            return parse(text, max_tokens=self.max_tokens)
+        except GraphQLSyntaxError as error:
+            return token_limit_error(error, self.max_tokens) or error
 
     def _validate(
         self,
@@ -89,6 +123,7 @@ class DocumentPolicy:
             schema,
             document,
             (*rules, *_STRAWBERRY_RULES),
+            max_errors=MAX_VALIDATION_ERRORS,
             hide_suggestions=self.hide_suggestions,
         )
 
@@ -125,10 +160,8 @@ class DocumentRules(SchemaExtension):
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
-        try:
-            context.graphql_document = self.policy.parse(context.query, **context.parse_options)
-        except GraphQLSyntaxError as error:
-            raise token_limit_error(error, self.policy.max_tokens) or error from None
+        assert context.query is not None
+        context.graphql_document = self.policy.parse(context.query)
         yield
 
     def on_validate(self) -> Iterator[None]:

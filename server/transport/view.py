@@ -29,7 +29,7 @@ from strawberry.types import ExecutionResult
 
 from resolvers.context import RequestContext, Services
 from schema.errors import format_error
-from server.transport.cache import OperationLabels, cached_answer, describe
+from server.transport.cache import Operation, OperationLabels, cached_answer, describe
 from server.transport.websocket import (
     ConnectionRegistry,
     LegacyWSHandler,
@@ -113,6 +113,7 @@ def _request_data(body: dict[str, Any]) -> GraphQLRequestData:
 
 
 _LOOKED_UP = "cache_lookup"
+_DESCRIBED = "described_operation"
 
 GRAPHIQL_NOT_BUILT = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>GraphiQL not built</title></head>
@@ -262,7 +263,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
             or refusal(query, variables) is not None
         ):
             return None
-        op = describe(query, name, settings.query_max_tokens)
+        op = self._describe(request, query, name, settings.query_max_tokens)
         if op is None or not op.cacheable:
             return None
         context = self._new_context(request)
@@ -277,6 +278,22 @@ class GraphQLView(GraphQL[RequestContext, None]):
         context.services.metrics.cache_requests.labels("hit").inc()
         self._count(request, "ok")
         return Response(found[1], status_code=200, media_type="application/json")
+
+    def _describe(
+        self, request: Request, query: str | None, name: str | None, max_tokens: int
+    ) -> Operation | None:
+        """What the operation is, worked out once per request (the read cache's lookup
+        and the execution both ask), with the schema's own parse when it has one, so
+        that a document is lexed once however it ends."""
+        state = request.scope.setdefault("state", {})
+        known = state.get(_DESCRIBED)
+        if known is not None and known[0] == query and known[1] == name:
+            op: Operation | None = known[2]
+            return op
+        policy = getattr(self.schema, "document_policy", None)
+        op = describe(query, name, max_tokens, policy.parse if policy is not None else None)
+        state[_DESCRIBED] = (query, name, op)
+        return op
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -311,8 +328,11 @@ class GraphQLView(GraphQL[RequestContext, None]):
             # Refused before parsing: nothing was measured, but the budget is still said.
             cost = {"requested": None, "limit": context.settings.query_max_cost}
             return ExecutionResult(data=None, errors=[error], extensions={"cost": cost})
-        op = describe(
-            request_data.query, request_data.operation_name, context.settings.query_max_tokens
+        op = self._describe(
+            request,
+            request_data.query,
+            request_data.operation_name,
+            context.settings.query_max_tokens,
         )
         if op is not None and op.type == "subscription":
             # Strawberry would run it as a query and fail on the async generator (a 500).
