@@ -3,7 +3,7 @@
 Creates a throwaway PostgreSQL database and a private Redis key prefix, loads data,
 starts the service (`bench.baseline_app`: the real app plus baseline routes) with rate
 limits off, drives load from separate processes, and writes the report and its chart.
-Every number in the report comes from this run. See bench/README.md.
+Every number in the report comes from this run. How to run it: README.md, "Benchmarks".
 """
 
 from __future__ import annotations
