@@ -48,8 +48,13 @@ class StatsPlan:
 
 
 def stats_plan(start: datetime, end: datetime) -> StatsPlan:
-    first_day = start.date() if start == _midnight(start.date()) else start.date() + timedelta(1)
     end_day = end.date()
+    if start == _midnight(start.date()):
+        first_day = start.date()
+    elif start.date() < end_day:  # (then the next day exists: date.max is not before it)
+        first_day = start.date() + timedelta(days=1)
+    else:
+        first_day = end_day
     if first_day >= end_day:  # no whole day inside: all of it from the orders
         return StatsPlan(first_day, first_day, (start, end), (end, end))
     return StatsPlan(first_day, end_day, (start, _midnight(first_day)), (_midnight(end_day), end))

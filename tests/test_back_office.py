@@ -347,6 +347,20 @@ async def test_order_stats_is_for_admins_and_at_most_366_days(
     assert backwards.code == "BAD_USER_INPUT"
     assert (await client.execute(STATS, ok, user_token)).code == "FORBIDDEN"
     assert (await client.execute(STATS, ok)).code == "UNAUTHENTICATED"
+    # The ends of the calendar are answered, or refused as input, never a crash.
+    for start, end in (
+        ("9999-12-31T01:00:00+00:00", "9999-12-31T05:00:00+00:00"),
+        ("9999-12-30T01:00:00+00:00", "9999-12-31T23:59:59+00:00"),
+        ("0001-01-01T00:00:00+00:00", "0001-01-02T01:00:00+00:00"),
+    ):
+        edge = await client.execute(STATS, {"from": start, "to": end}, admin_token)
+        assert edge.ok() == {"orderStats": []}, (start, end)
+    beyond = {"from": "0001-01-01T00:00:00+05:00", "to": ok["to"]}
+    refused = await client.execute(STATS, beyond, admin_token)
+    assert refused.code == "BAD_USER_INPUT"
+    assert refused.ext["fieldErrors"][0] == {"field": "from", "message": "is out of range"}
+    refused = await client.execute(ORDERS, {"from": beyond["from"]}, admin_token)
+    assert refused.code == "BAD_USER_INPUT"
 
 
 async def test_order_stats_is_one_statement_and_costs_its_longest_answer(
