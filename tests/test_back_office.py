@@ -390,7 +390,9 @@ async def test_dead_letters_newest_first_paged_and_retried_once_the_provider_rec
         provider.script(Step(500), Step(503), Step(502))
         assert (await initiate(paying, user, order_id)).code == "PAYMENT_PROVIDER_UNAVAILABLE"
 
-    page = (await paying.execute(DEAD_LETTERS, {"limit": 2}, admin)).ok()["paymentDeadLetters"]
+    with paying.app.state.services.db.recording_statements() as statements:
+        page = (await paying.execute(DEAD_LETTERS, {"limit": 2}, admin)).ok()["paymentDeadLetters"]
+    assert len(statements) == 2, statements  # the caller; the count and the page
     assert (page["total"], page["page"], page["limit"], page["pages"]) == (3, 1, 2, 2)
     assert [d["orderId"] for d in page["items"]] == [orders[2], orders[1]]
     letter = page["items"][0]
