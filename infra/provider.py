@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,6 +20,7 @@ import httpx
 from infra.settings import Settings
 
 log = logging.getLogger("order_service.provider")
+T = TypeVar("T")
 
 MAX_ATTEMPTS = 3
 MAX_REDIRECT_URL = 2048
@@ -41,6 +42,22 @@ class PaymentRequest:
             "amount_cents": self.amount_cents,
             "currency": self.currency,
             "callback_url": self.callback_url,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    payment_id: str
+    provider_reference: str | None
+    amount_cents: int
+    currency: str = "USD"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "payment_id": self.payment_id,
+            "provider_reference": self.provider_reference,
+            "amount_cents": self.amount_cents,
+            "currency": self.currency,
         }
 
 
@@ -97,6 +114,7 @@ class PaymentProviderClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
+        self.timeout = timeout
         self.retry_base = retry_base
         self.max_attempts = max_attempts
         self._on_attempt = on_attempt or (lambda _outcome: None)
@@ -125,39 +143,78 @@ class PaymentProviderClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def refunds_url(self) -> str:
+        return self.url.rstrip("/") + "/refunds"
+
     async def create_payment(self, request: PaymentRequest) -> ProviderPayment:
         """Ask the provider to start a payment; raises ProviderFailed after the last try."""
+        response = await self._with_retries(
+            self.url,
+            request.as_json(),
+            # A retry after a lost answer must not start a second payment there.
+            idempotency_key=request.payment_id,
+            what=request.payment_id,
+            on_attempt=self._on_attempt,
+            parse=_parse_answer,
+        )
+        return response
+
+    async def refund(self, request: RefundRequest) -> None:
+        """Ask the provider to refund a payment (`POST {url}/refunds`); any 2xx is done.
+        Same retries and backoff as payments; raises ProviderFailed after the last try.
+        Refund attempts are not counted as payment attempts."""
+        await self._with_retries(
+            self.refunds_url,
+            request.as_json(),
+            # However often a refund is asked for (a retry, a claim taken over after a
+            # crash), the provider refunds once.
+            idempotency_key=f"refund-{request.payment_id}",
+            what=f"the refund of {request.payment_id}",
+            on_attempt=lambda _outcome: None,
+            parse=lambda _response: None,
+        )
+
+    async def _with_retries(
+        self,
+        url: str,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str,
+        what: str,
+        on_attempt: Callable[[str], None],
+        parse: Callable[[httpx.Response], T],
+    ) -> T:
         last_error = "no attempt made"
         for attempt in range(1, self.max_attempts + 1):
             if attempt > 1:
                 await asyncio.sleep(self._jitter(backoff_cap(attempt - 1, self.retry_base)))
             try:
-                answer = await self._attempt(request)
+                answer = parse(await self._attempt(url, body, idempotency_key))
             except _Retryable as exc:
-                self._on_attempt(exc.outcome)
+                on_attempt(exc.outcome)
                 last_error = exc.error
                 log.info(
                     "payment provider attempt %d/%d for %s failed: %s",
                     attempt,
                     self.max_attempts,
-                    request.payment_id,
+                    what,
                     exc.error,
                 )
                 continue
             except _Final as exc:
-                self._on_attempt(exc.outcome)
+                on_attempt(exc.outcome)
                 raise ProviderFailed(exc.error, attempt) from None
-            self._on_attempt("success")
+            on_attempt("success")
             return answer
         raise ProviderFailed(last_error, self.max_attempts)
 
-    async def _attempt(self, request: PaymentRequest) -> ProviderPayment:
+    async def _attempt(
+        self, url: str, body: dict[str, Any], idempotency_key: str
+    ) -> httpx.Response:
         try:
             response = await self._http.post(
-                self.url,
-                json=request.as_json(),
-                # A retry after a lost answer must not start a second payment there.
-                headers={"idempotency-key": request.payment_id},
+                url, json=body, headers={"idempotency-key": idempotency_key}
             )
         except httpx.TimeoutException as exc:
             raise _Retryable("timeout", f"timeout ({type(exc).__name__})") from None
@@ -170,7 +227,7 @@ class PaymentProviderClient:
             raise _Retryable("retryable_status", f"HTTP {status}")
         if not 200 <= status < 300:
             raise _Final("rejected", f"HTTP {status}")
-        return _parse_answer(response)
+        return response
 
 
 def _parse_answer(response: httpx.Response) -> ProviderPayment:

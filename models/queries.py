@@ -12,20 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     LABEL_STYLE_TABLENAME_PLUS_COL,
     BigInteger,
+    Date,
+    DateTime,
     Integer,
+    String,
     Text,
     and_,
     bindparam,
     delete,
     func,
     literal_column,
+    null,
     or_,
     select,
     true,
@@ -35,6 +39,7 @@ from sqlalchemy.dialects import postgresql
 
 from models import tables
 from models.rows import (
+    DeadLetterRow,
     LineRow,
     OrderRow,
     OutboxRow,
@@ -45,6 +50,7 @@ from models.rows import (
     table_of,
 )
 from models.sql import Connection, Dialect, Statement
+from models.state import OrderSort, PaymentStatus
 
 users = table_of(tables.User)
 product_table = table_of(tables.Product)
@@ -307,25 +313,48 @@ async def move_order(
     )
 
 
+_SET_ORDER_TIMES = Statement(
+    lambda d: (
+        update(orders)
+        .where(orders.c.id == _p("id"))
+        .values(created_at=_p("created_at"), updated_at=_p("updated_at"))
+    )
+)
+
+
+async def set_order_times(
+    conn: Connection, order_id: int, *, created_at: datetime, updated_at: datetime
+) -> None:
+    """Backdate an order (demo data spread over past days; the figures follow)."""
+    await conn.execute(_SET_ORDER_TIMES, id=order_id, created_at=created_at, updated_at=updated_at)
+
+
 @dataclass(frozen=True, slots=True)
 class OrderFilter:
-    """Which orders a listing covers. `pattern` is a LIKE pattern for `q` (lower case,
-    escaped with backslashes); it matches a SKU of the order, or with `match_emails` the
-    owner's email; `order_id` is the order `q` names, if it names one."""
+    """Which orders a listing covers, and in what order. `pattern` is a LIKE pattern for
+    `q` (lower case, escaped with backslashes); it matches a SKU of the order, or with
+    `match_emails` the owner's email; `order_id` is the order `q` names, if it names one.
+    `created_from` is inclusive, `created_to` exclusive. `sort` is an `OrderSort` name."""
 
     user_id: int | None = None
     status: str | None = None
     pattern: str | None = None
     order_id: int | None = None
     match_emails: bool = False
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    sort: str = OrderSort.NEWEST.value
 
-    def shape(self) -> tuple[bool, bool, bool, bool, bool]:
+    def shape(self) -> tuple[Any, ...]:
         return (
             self.user_id is not None,
             self.status is not None,
             self.pattern is not None,
             self.order_id is not None and self.pattern is not None,
             self.match_emails and self.pattern is not None,
+            self.created_from is not None,
+            self.created_to is not None,
+            OrderSort(self.sort),
         )
 
     def params(self) -> dict[str, Any]:
@@ -334,17 +363,23 @@ class OrderFilter:
             "status": self.status,
             "pattern": self.pattern,
             "order_id": self.order_id,
+            "created_from": self.created_from,
+            "created_to": self.created_to,
         }
 
 
-def _conditions(o: Any, shape: tuple[bool, bool, bool, bool, bool]) -> list[Any]:
+def _conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
     """The conditions of a filter shape on the orders `o`."""
-    by_user, by_status, by_q, by_id, by_email = shape
+    by_user, by_status, by_q, by_id, by_email, since, until, _ = shape
     conditions: list[Any] = []
     if by_user:
         conditions.append(o.c.user_id == _p("user_id"))
     if by_status:
         conditions.append(o.c.status == _p("status"))
+    if since:
+        conditions.append(o.c.created_at >= bindparam("created_from", type_=DateTime(True)))
+    if until:
+        conditions.append(o.c.created_at < bindparam("created_to", type_=DateTime(True)))
     if by_q:
         line = order_lines.alias("l")
         matches = [
@@ -361,6 +396,19 @@ def _conditions(o: Any, shape: tuple[bool, bool, bool, bool, bool]) -> list[Any]
             matches.append(o.c.user_id.in_(emails))
         conditions.append(or_(*matches))
     return conditions
+
+
+def _sort_keys(c: Any, sort: OrderSort) -> list[Any]:
+    """ORDER BY of a sort on the columns `c` (a table's or a subquery's); ties break by
+    id, newest first, so pages never overlap."""
+    first = {
+        OrderSort.NEWEST: c.created_at.desc(),
+        OrderSort.OLDEST: c.created_at.asc(),
+        OrderSort.RECENTLY_UPDATED: c.updated_at.desc(),
+        OrderSort.AMOUNT_HIGH: c.amount_cents.desc(),
+        OrderSort.AMOUNT_LOW: c.amount_cents.asc(),
+    }[sort]
+    return [first, c.id.desc()]
 
 
 @dataclass(slots=True)
@@ -384,9 +432,9 @@ PAGE, LINES, OWNERS = "p_", "l_", "u_"
 
 
 @lru_cache(maxsize=128)
-def _page_read_statement(
-    shape: tuple[bool, bool, bool, bool, bool], with_lines: bool, with_owners: bool
-) -> Statement:
+def _page_read_statement(shape: tuple[Any, ...], with_lines: bool, with_owners: bool) -> Statement:
+    sort = shape[-1]
+
     def build(d: Dialect) -> Any:
         o = orders.alias("o")
         count = (
@@ -395,14 +443,14 @@ def _page_read_statement(
         page = (
             select(*(o.c[c.key] for c in ORDER))
             .where(*_conditions(o, shape))
-            .order_by(o.c.created_at.desc(), o.c.id.desc())
+            .order_by(*_sort_keys(o.c, sort))
             # An offset past 2**31 (a page far beyond the last) is a page with no rows.
             .limit(bindparam("limit", type_=BigInteger))
             .offset(bindparam("offset", type_=BigInteger))
         ).subquery("p")
         selected: list[Any] = [count.c.total, *page.c]
         joined = count.outerjoin(page, true())
-        order_by = [page.c.created_at.desc(), page.c.id.desc()]
+        order_by = _sort_keys(page.c, sort)
         if with_lines:
             line = order_lines.alias("l")
             selected += [line.c[c.key] for c in LINE]
@@ -431,7 +479,7 @@ async def read_page(
     with_lines: bool,
     with_owners: bool,
 ) -> PageRead:
-    """The count, a page (newest first, ties broken by id so pages never overlap) and,
+    """The count, a page (in the filter's sort, ties broken by id so pages never overlap) and,
     if asked, the page's lines and owners: one statement, one round trip, where the
     four reads cost four."""
     stmt = page_statement(where, with_lines=with_lines, with_owners=with_owners)
@@ -571,7 +619,7 @@ _INSERT_PENDING_PAYMENT = Statement(
 )
 _INSERT_DEAD_LETTER = Statement(
     lambda d: _insert(
-        d, dead_letters, ["order_id", "payment_id", "attempts", "last_error", "created_at"]
+        d, dead_letters, ["order_id", "payment_id", "attempts", "last_error", "created_at", "kind"]
     )
 )
 
@@ -618,6 +666,7 @@ async def insert_dead_letter(
     attempts: int,
     last_error: str,
     now: datetime,
+    kind: str = tables.DEAD_LETTER_PAYMENT,
 ) -> None:
     await conn.execute(
         _INSERT_DEAD_LETTER,
@@ -626,7 +675,239 @@ async def insert_dead_letter(
         attempts=attempts,
         last_error=last_error,
         created_at=now,
+        kind=kind,
     )
+
+
+DEAD_LETTER = columns(tables.PaymentDeadLetter)
+_DEAD_LETTER_BY_ID = Statement(lambda d: select(*DEAD_LETTER).where(dead_letters.c.id == _p("id")))
+_STAMP_RETRIED = Statement(
+    lambda d: (
+        update(dead_letters)
+        .where(dead_letters.c.id == _p("id"))
+        .values(retried_at=_p("now"))
+        .returning(*DEAD_LETTER)
+    )
+)
+
+
+def _dead_letter_page(d: Dialect) -> Any:
+    count = select(func.count().label("total")).select_from(dead_letters).subquery("t")
+    page = (
+        select(*DEAD_LETTER)
+        .order_by(dead_letters.c.created_at.desc(), dead_letters.c.id.desc())
+        .limit(bindparam("limit", type_=BigInteger))
+        .offset(bindparam("offset", type_=BigInteger))
+    ).subquery("p")
+    return (
+        select(count.c.total, *page.c)
+        .select_from(count.outerjoin(page, true()))
+        .order_by(page.c.created_at.desc(), page.c.id.desc())
+        .set_label_style(LABEL_STYLE_TABLENAME_PLUS_COL)
+    )
+
+
+_DEAD_LETTER_PAGE = Statement(_dead_letter_page)
+
+
+async def dead_letter_by_id(conn: Connection, dead_letter_id: int) -> DeadLetterRow | None:
+    return await conn.one(_DEAD_LETTER_BY_ID, DeadLetterRow, id=dead_letter_id)
+
+
+async def stamp_retried(conn: Connection, dead_letter_id: int, now: datetime) -> None:
+    await conn.execute(_STAMP_RETRIED, id=dead_letter_id, now=now)
+
+
+async def dead_letter_page(
+    conn: Connection, *, limit: int, offset: int
+) -> tuple[int, list[DeadLetterRow]]:
+    """The number of dead letters and a page of them, newest first: one statement."""
+    compiled = _DEAD_LETTER_PAGE.compiled(conn.dialect)
+    rows = await conn.fetch(_DEAD_LETTER_PAGE, limit=limit, offset=offset)
+    total_at, id_at = compiled.index("t_total"), compiled.index("p_id")
+    read = compiled.reader(DeadLetterRow, "p_")
+    total = int(rows[0][total_at]) if rows else 0
+    return total, [read(row) for row in rows if row[id_at] is not None]
+
+
+# -- refunds -----------------------------------------------------------------------------
+
+_SUCCEEDED = PaymentStatus.SUCCEEDED.value
+_FLAG_REFUNDS = Statement(
+    lambda d: (
+        update(payments)
+        .where(
+            payments.c.order_id == _p("order_id"),
+            payments.c.status == _SUCCEEDED,
+            payments.c.needs_refund.is_(False),
+        )
+        .values(needs_refund=True, updated_at=_p("now"))
+        .returning(*PAYMENT)
+    )
+)
+# The one refund call that may ask the provider now: a SUCCEEDED payment that needs a
+# refund and that no other call claimed (or whose claim was abandoned, `stale_before`).
+_CLAIM_REFUND = Statement(
+    lambda d: (
+        update(payments)
+        .where(
+            payments.c.id == _p("id"),
+            payments.c.status == _SUCCEEDED,
+            payments.c.needs_refund.is_(True),
+            or_(
+                payments.c.refund_started_at.is_(None),
+                payments.c.refund_started_at < bindparam("stale_before", type_=DateTime(True)),
+            ),
+        )
+        .values(refund_started_at=_p("now"))
+        .returning(*PAYMENT)
+    )
+)
+_RELEASE_REFUND = Statement(
+    lambda d: (
+        update(payments)
+        .where(
+            payments.c.id == _p("id"),
+            payments.c.refund_started_at == bindparam("started", type_=DateTime(True)),
+        )
+        .values(refund_started_at=null())
+    )
+)
+_MARK_REFUNDED = Statement(
+    lambda d: (
+        update(payments)
+        .where(payments.c.id == _p("id"), payments.c.status == _SUCCEEDED)
+        .values(
+            status=PaymentStatus.REFUNDED.value,
+            needs_refund=False,
+            refund_started_at=null(),
+            updated_at=_p("now"),
+        )
+        .returning(*PAYMENT)
+    )
+)
+
+
+async def flag_refunds(conn: Connection, order_id: int, now: datetime) -> list[PaymentRow]:
+    """Mark the order's SUCCEEDED payments as needing a refund; those it marked."""
+    return await conn.rows(_FLAG_REFUNDS, PaymentRow, order_id=order_id, now=now)
+
+
+async def claim_refund(
+    conn: Connection, payment_id: str, now: datetime, stale_before: datetime
+) -> PaymentRow | None:
+    return await conn.one(
+        _CLAIM_REFUND, PaymentRow, id=payment_id, now=now, stale_before=stale_before
+    )
+
+
+async def release_refund(conn: Connection, payment_id: str, started: datetime) -> None:
+    """Give up a claim (the provider failed), if it is still ours."""
+    await conn.execute(_RELEASE_REFUND, id=payment_id, started=started)
+
+
+async def mark_refunded(conn: Connection, payment_id: str, now: datetime) -> PaymentRow | None:
+    """SUCCEEDED becomes REFUNDED (refund flag and claim cleared); None: it was not
+    SUCCEEDED (already refunded, say)."""
+    return await conn.one(_MARK_REFUNDED, PaymentRow, id=payment_id, now=now)
+
+
+# -- figures -----------------------------------------------------------------------------
+
+
+def _day_of(d: Dialect, created_at: Any) -> Any:
+    """The UTC day of a stored timestamp, as a date (PostgreSQL) or `YYYY-MM-DD` text."""
+    if d.is_postgres:
+        return func.timezone("UTC", created_at).cast(Date)
+    return func.date(created_at)
+
+
+def _order_stats(d: Dialect) -> Any:
+    """Whole days from order_day_stats, the partial days at either end from the orders
+    themselves (index range scans of at most a day each): one statement."""
+    stats = table_of(tables.OrderDayStats)
+    day_type: Any = Date() if d.is_postgres else String()
+
+    def ts(name: str) -> Any:
+        return bindparam(name, type_=DateTime(True))
+
+    def edge(start: str, end: str) -> Any:
+        return select(
+            _day_of(d, orders.c.created_at).label("day"),
+            orders.c.status,
+            literal_column("1", BigInteger).label("orders"),
+            orders.c.amount_cents.cast(BigInteger).label("amount_cents"),
+        ).where(orders.c.created_at >= ts(start), orders.c.created_at < ts(end))
+
+    whole = select(
+        stats.c.day.cast(day_type).label("day"),
+        stats.c.status,
+        stats.c.orders.cast(BigInteger).label("orders"),
+        stats.c.amount_cents,
+    ).where(
+        stats.c.day >= bindparam("first_day", type_=day_type),
+        stats.c.day < bindparam("end_day", type_=day_type),
+    )
+    parts = whole.union_all(edge("head_from", "head_to"), edge("tail_from", "tail_to")).subquery(
+        "parts"
+    )
+    orders_sum = func.sum(parts.c.orders)
+    return (
+        select(
+            parts.c.day,
+            parts.c.status,
+            orders_sum.label("orders"),
+            func.sum(parts.c.amount_cents).label("amount_cents"),
+        )
+        .group_by(parts.c.day, parts.c.status)
+        .having(orders_sum > 0)
+        .order_by(parts.c.day, parts.c.status)
+    )
+
+
+_ORDER_STATS = Statement(_order_stats)
+
+
+@dataclass(frozen=True, slots=True)
+class DayStats:
+    day: str  # YYYY-MM-DD, UTC
+    status: str
+    orders: int
+    amount_cents: int
+
+
+async def order_stats(
+    conn: Connection,
+    *,
+    first_day: date,
+    end_day: date,
+    head: tuple[datetime, datetime],
+    tail: tuple[datetime, datetime],
+) -> list[DayStats]:
+    """Orders per UTC day and status: whole days in [first_day, end_day) from the
+    figures the triggers keep, plus the orders created in `head` and `tail` ([from, to)
+    ranges within the partial days at either end; an empty range adds nothing)."""
+    days: tuple[Any, Any] = (first_day, end_day)
+    if not conn.dialect.is_postgres:
+        days = (first_day.isoformat(), end_day.isoformat())
+    rows = await conn.fetch(
+        _ORDER_STATS,
+        first_day=days[0],
+        end_day=days[1],
+        head_from=head[0],
+        head_to=head[1],
+        tail_from=tail[0],
+        tail_to=tail[1],
+    )
+    return [
+        DayStats(
+            day=row[0].isoformat() if isinstance(row[0], date) else str(row[0]),
+            status=row[1],
+            orders=int(row[2]),
+            amount_cents=int(row[3]),
+        )
+        for row in rows
+    ]
 
 
 # -- outbox ------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     LineRow = tables.OrderLine
     PaymentRow = tables.Payment
     OutboxRow = tables.OutboxEvent
+    DeadLetterRow = tables.PaymentDeadLetter
 else:
     UserRow = row_type(tables.User)
     ProductRow = row_type(tables.Product)
@@ -71,6 +72,7 @@ else:
     LineRow = row_type(tables.OrderLine)
     PaymentRow = row_type(tables.Payment)
     OutboxRow = row_type(tables.OutboxEvent)
+    DeadLetterRow = row_type(tables.PaymentDeadLetter)
 
 ROW_TYPES: dict[type[SQLModel], type] = {
     tables.User: UserRow,
@@ -79,4 +81,5 @@ ROW_TYPES: dict[type[SQLModel], type] = {
     tables.OrderLine: LineRow,
     tables.Payment: PaymentRow,
     tables.OutboxEvent: OutboxRow,
+    tables.PaymentDeadLetter: DeadLetterRow,
 }

@@ -22,6 +22,17 @@ class PaymentStatus(StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+
+
+class OrderSort(StrEnum):
+    """How a listing of orders is ordered; ties always break by id, newest first."""
+
+    NEWEST = "NEWEST"
+    OLDEST = "OLDEST"
+    RECENTLY_UPDATED = "RECENTLY_UPDATED"
+    AMOUNT_HIGH = "AMOUNT_HIGH"
+    AMOUNT_LOW = "AMOUNT_LOW"
 
 
 TRANSITIONS: dict[OrderStatus, tuple[OrderStatus, ...]] = {

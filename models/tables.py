@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -50,6 +50,9 @@ class Order(SQLModel, table=True):
         Index("ix_orders_created", "created_at", "id"),
         Index("ix_orders_user_created", "user_id", "created_at", "id"),
         Index("ix_orders_status_created", "status", "created_at", "id"),
+        # The back office's sorts (migration 0003_back_office).
+        Index("ix_orders_updated", "updated_at", "id"),
+        Index("ix_orders_amount", "amount_cents", "id"),
     )
 
     id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
@@ -102,12 +105,22 @@ class Payment(SQLModel, table=True):
     needs_refund: bool = Field(default=False)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # When a refundPayment call claimed the refund (asking the provider now); cleared when
+    # it ends. A claim older than the provider's whole retry budget is abandoned.
+    refund_started_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+DEAD_LETTER_PAYMENT = "payment"
+DEAD_LETTER_REFUND = "refund"
 
 
 class PaymentDeadLetter(SQLModel, table=True):
-    """A payment the provider never accepted, after every retry."""
+    """A payment (or a refund, `kind`) the provider never accepted, after every retry."""
 
     __tablename__ = "payment_dead_letters"
+    __table_args__ = (Index("ix_payment_dead_letters_created", "created_at", "id"),)
 
     id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
     order_id: int = Field(index=True)
@@ -115,6 +128,29 @@ class PaymentDeadLetter(SQLModel, table=True):
     attempts: int
     last_error: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    kind: str = Field(default=DEAD_LETTER_PAYMENT, max_length=16)
+    retried_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+# Rows of order_day_stats per (day, status): writers of one day spread over this many, so
+# that they do not all wait for one row's lock.
+STATS_SHARDS = 16
+
+
+class OrderDayStats(SQLModel, table=True):
+    """Orders and their amounts per UTC day of creation and current status, kept by
+    database triggers on `orders` (migration 0003_back_office) in the writing transaction:
+    orderStats reads at most a few thousand of these instead of a year of orders."""
+
+    __tablename__ = "order_day_stats"
+
+    day: date = Field(primary_key=True)
+    status: str = Field(primary_key=True, max_length=16)
+    shard: int = Field(primary_key=True)
+    orders: int
+    amount_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class WebhookDelivery(SQLModel, table=True):

@@ -7,15 +7,16 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import orjson
 
 from models import queries
 from models.rows import LineRow, OrderRow, PaymentRow, UserRow
 from models.sql import Connection
-from models.state import OrderStatus, Role, allowed_next, can_move
+from models.state import OrderSort, OrderStatus, Role, allowed_next, can_move
 from models.tables import utcnow
-from resolvers import events
+from resolvers import events, refunds
 from resolvers.context import RequestContext, Services
 from resolvers.errors import (
     FieldErrors,
@@ -273,6 +274,27 @@ def _like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
+def as_utc_input(value: datetime | None, field: str, errors: FieldErrors) -> datetime | None:
+    """A client's timestamp as aware UTC (one without an offset is taken as UTC); a value
+    that has no UTC equivalent (year 1 with a positive offset, say) is an input error."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        errors.add(field, "is out of range")
+        return None
+
+
+def check_range(
+    start: datetime | None, end: datetime | None, fields: tuple[str, str], errors: FieldErrors
+) -> None:
+    if start is not None and end is not None and end < start:
+        errors.add(fields[1], f"must not be before {fields[0]}")
+
+
 async def list_orders(
     ctx: RequestContext,
     *,
@@ -281,6 +303,9 @@ async def list_orders(
     page: int,
     limit: int,
     include: Include = Include(),
+    sort: OrderSort = OrderSort.NEWEST,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
 ) -> OrderPage:
     user = await ctx.require_user()
     errors = FieldErrors()
@@ -290,6 +315,9 @@ async def list_orders(
         errors.add("limit", f"must be between 1 and {MAX_LIMIT}")
     if q is not None and len(q) > MAX_Q:
         errors.add("q", f"must be at most {MAX_Q} characters")
+    created_from = as_utc_input(created_from, "createdFrom", errors)
+    created_to = as_utc_input(created_to, "createdTo", errors)
+    check_range(created_from, created_to, ("createdFrom", "createdTo"), errors)
     errors.raise_if_any()
 
     is_admin = user.role == Role.ADMIN
@@ -300,6 +328,9 @@ async def list_orders(
         pattern=_like_pattern(q) if q else None,
         order_id=as_order_id(q.removeprefix("#")) if q else None,
         match_emails=is_admin and bool(q),
+        created_from=created_from,
+        created_to=created_to,
+        sort=OrderSort(sort).value,
     )
     # A USER's orders are all the caller's own: no owner to read.
     with_owners = include.user and is_admin
@@ -352,6 +383,9 @@ async def change_status(
         # Someone else moved it between our read and our write.
         fresh = await queries.order_by_id(conn, order_id)
         raise VersionConflict(fresh.version if fresh else expected_version + 1)
+    if previous is OrderStatus.PAID and target is OrderStatus.CANCELLED:
+        # The customer paid for an order that will not ship: its payment must go back.
+        await refunds.flag_refund_needed(conn, moved)
     event = events.StatusEvent(
         order_id=order_id,
         user_id=order.user_id,

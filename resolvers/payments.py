@@ -21,7 +21,7 @@ from models import queries
 from models.rows import OrderRow, OutboxRow, PaymentRow, replace
 from models.state import OrderStatus, PaymentStatus, allowed_next
 from models.tables import utcnow
-from resolvers import events, orders
+from resolvers import events, orders, refunds
 from resolvers.context import RequestContext, Services
 from resolvers.errors import InvalidTransition, NotFound, PaymentProviderUnavailable
 
@@ -38,6 +38,8 @@ class ProviderStatus(StrEnum):
 
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
+    # The provider gave the money back on its own (a refund made in its dashboard, say).
+    REFUNDED = "REFUNDED"
 
 
 class WebhookOutcome(StrEnum):
@@ -166,6 +168,7 @@ async def _dead_letter(ctx: RequestContext, request: PaymentRequest, exc: Provid
                 last_error=exc.last_error[:2000],
                 now=utcnow(),
             )
+        await events.after_commit(ctx.services, [], set())  # the dead letters changed
     except Exception:
         log.exception("recording the dead letter of payment %s failed", request.payment_id)
 
@@ -190,8 +193,10 @@ async def apply_webhook(services: Services, event: ProviderEvent) -> WebhookOutc
             raise NotFound("Payment not found.")
         if event.status is ProviderStatus.SUCCESS:
             outcome, changed, warning = _success(payment, order)
-        else:
+        elif event.status is ProviderStatus.FAILED:
             outcome, changed, warning = _failure(payment)
+        else:
+            outcome, changed, warning = _refunded(payment)
         recorded = await queries.record_delivery(
             conn,
             delivery_key=event.delivery_key,
@@ -206,11 +211,15 @@ async def apply_webhook(services: Services, event: ProviderEvent) -> WebhookOutc
             log.warning(warning)
         if changed is not None:
             await queries.set_payment(conn, changed)
-        if outcome is WebhookOutcome.PROCESSED and event.status is ProviderStatus.SUCCESS:
+        if outcome is WebhookOutcome.REFUND_NEEDED:
+            await refunds.flag_refund_needed(conn, order)
+        elif outcome is WebhookOutcome.PROCESSED and event.status is ProviderStatus.SUCCESS:
             _, status_event = await orders.change_status(
                 conn, order.id, OrderStatus.PAID, order.version, current=order
             )
             rows.append(await events.record(conn, status_event))
+        elif outcome is WebhookOutcome.PROCESSED and event.status is ProviderStatus.REFUNDED:
+            await refunds.apply_refunded(conn, payment, order)
     await events.after_commit(services, rows, {order.user_id})
     return outcome
 
@@ -224,14 +233,15 @@ def _success(payment: PaymentRow, order: OrderRow) -> _Decision:
     previous = PaymentStatus(payment.status)
     if previous is PaymentStatus.SUCCEEDED:
         return WebhookOutcome.IGNORED, None, None
+    if previous is PaymentStatus.REFUNDED:
+        warning = f"payment {payment.id} reported SUCCESS after it was refunded; ignored"
+        return WebhookOutcome.IGNORED, None, warning
     succeeded = replace(payment, status=PaymentStatus.SUCCEEDED.value, updated_at=utcnow())
     if OrderStatus(order.status) is not OrderStatus.PENDING:
+        # Written SUCCEEDED, then flagged (refunds.flag_refund_needed) in the same
+        # transaction.
         warning = f"payment {payment.id} succeeded but order {order.id} is {order.status}: "
-        return (
-            WebhookOutcome.REFUND_NEEDED,
-            replace(succeeded, needs_refund=True),
-            warning + "needs refund",
-        )
+        return WebhookOutcome.REFUND_NEEDED, succeeded, warning + "needs refund"
     if previous is PaymentStatus.FAILED:
         # The provider took the money after all: honour it rather than lose it.
         return (
@@ -249,6 +259,18 @@ def _failure(payment: PaymentRow) -> _Decision:
         return WebhookOutcome.IGNORED, None, warning
     failed = replace(payment, status=PaymentStatus.FAILED.value, updated_at=utcnow())
     return WebhookOutcome.PROCESSED, failed, None
+
+
+def _refunded(payment: PaymentRow) -> _Decision:
+    """What the provider's own REFUNDED makes of the payment: PROCESSED refunds a
+    SUCCEEDED one (refunds.apply_refunded); anything else stays as it is."""
+    previous = PaymentStatus(payment.status)
+    if previous is PaymentStatus.SUCCEEDED:
+        return WebhookOutcome.PROCESSED, None, None
+    if previous is PaymentStatus.REFUNDED:
+        return WebhookOutcome.IGNORED, None, None
+    warning = f"payment {payment.id} reported REFUNDED while {payment.status}; ignored"
+    return WebhookOutcome.IGNORED, None, warning
 
 
 async def find_payment(services: Services, payment_id: str) -> tuple[PaymentRow, OrderRow] | None:

@@ -48,3 +48,13 @@ class ProductInput:
     sku: str
     name: str
     price_cents: int
+
+
+@strawberry.input
+class RetryDeadLetterInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class RefundPaymentInput:
+    payment_id: strawberry.ID

@@ -6,13 +6,15 @@ import strawberry
 from strawberry.types import Info
 
 from models import state
-from resolvers import accounts, catalog, orders, payments
+from resolvers import accounts, backoffice, catalog, orders, payments, refunds
 from resolvers.context import RequestContext
 from schema.inputs import (
     CreateOrderInput,
     InitiatePaymentInput,
     LoginInput,
     ProductInput,
+    RefundPaymentInput,
+    RetryDeadLetterInput,
     SignupInput,
     UpdateOrderStatusInput,
 )
@@ -73,3 +75,17 @@ class Mutation:
             info.context, input.sku, input.name, input.price_cents
         )
         return Product.of(product)
+
+    @strawberry.mutation(
+        description="Ask the provider again for a dead letter's payment (the order must "
+        "still be PENDING) or refund; stamps its retriedAt (ADMIN only)."
+    )
+    async def retry_dead_letter(self, info: Ctx, input: RetryDeadLetterInput) -> Payment:
+        return Payment.of(await backoffice.retry_dead_letter(info.context, input.id))
+
+    @strawberry.mutation(
+        description="Refund a SUCCEEDED payment that needs a refund; a REFUNDED one is "
+        "returned as it is (ADMIN only)."
+    )
+    async def refund_payment(self, info: Ctx, input: RefundPaymentInput) -> Payment:
+        return Payment.of(await refunds.refund_payment(info.context, input.payment_id))

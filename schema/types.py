@@ -8,7 +8,9 @@ import strawberry
 
 from models import rows as m
 from models import state
+from models.queries import DayStats
 from models.tables import as_utc
+from resolvers.backoffice import DeadLetterPage as DeadLetterPageResult
 from resolvers.events import StatusEvent
 from resolvers.orders import OrderPage as OrderPageResult
 from resolvers.orders import OrderView
@@ -17,7 +19,8 @@ from resolvers.orders import OrderView
 Role = state.Role
 OrderStatus = state.OrderStatus
 PaymentStatus = state.PaymentStatus
-for _enum in (Role, OrderStatus, PaymentStatus):
+OrderSort = state.OrderSort
+for _enum in (Role, OrderStatus, PaymentStatus, OrderSort):
     strawberry.enum(_enum, name=_enum.__name__)
 
 
@@ -73,6 +76,10 @@ class Payment:
     amount_cents: int
     status: PaymentStatus
     redirect_url: str
+    needs_refund: bool = strawberry.field(
+        description="The money must go back to the customer (the order will not ship): "
+        "an admin calls refundPayment."
+    )
 
     @classmethod
     def of(cls, payment: m.PaymentRow) -> Payment:
@@ -82,6 +89,7 @@ class Payment:
             amount_cents=payment.amount_cents,
             status=state.PaymentStatus(payment.status),
             redirect_url=payment.redirect_url,
+            needs_refund=bool(payment.needs_refund),
         )
 
 
@@ -159,4 +167,63 @@ class OrderStatusEvent:
             previous_status=state.OrderStatus(event.previous_status),
             version=event.version,
             changed_at=as_utc(event.changed_at),
+        )
+
+
+@strawberry.type
+class OrderDayStats:
+    day: str = strawberry.field(description="The UTC day of creation, YYYY-MM-DD.")
+    status: OrderStatus
+    orders: int
+    amount_cents: int
+
+    @classmethod
+    def of(cls, row: DayStats) -> OrderDayStats:
+        return cls(
+            day=row.day,
+            status=state.OrderStatus(row.status),
+            orders=row.orders,
+            amount_cents=row.amount_cents,
+        )
+
+
+@strawberry.type
+class DeadLetter:
+    id: strawberry.ID
+    order_id: strawberry.ID
+    payment_id: str
+    attempts: int
+    last_error: str
+    created_at: datetime
+    retried_at: datetime | None
+
+    @classmethod
+    def of(cls, row: m.DeadLetterRow) -> DeadLetter:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            order_id=strawberry.ID(str(row.order_id)),
+            payment_id=row.payment_id,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            created_at=as_utc(row.created_at),
+            retried_at=as_utc(row.retried_at) if row.retried_at is not None else None,
+        )
+
+
+@strawberry.type
+class DeadLetterPage:
+    items: list[DeadLetter]
+    total: int
+    page: int
+    limit: int
+    pages: int
+
+    @classmethod
+    def of(cls, result: DeadLetterPageResult) -> DeadLetterPage:
+        return cls(
+            items=[DeadLetter.of(r) for r in result.items],
+            total=result.total,
+            page=result.page,
+            limit=result.limit,
+            pages=result.pages,
         )

@@ -142,7 +142,7 @@ def cmd_simulate_payment(args: argparse.Namespace) -> None:
         sys.exit(f"order-service: cannot read the payments in DATABASE_URL ({type(exc).__name__})")
     if payment is None:
         sys.exit(f"order-service: order {order_id} has no payment; start one with initiatePayment")
-    status = "SUCCESS" if args.outcome == "success" else "FAILED"
+    status = {"success": "SUCCESS", "failed": "FAILED", "refunded": "REFUNDED"}[args.outcome]
     body, headers = signed_delivery(payment.id, order_id, status, settings.webhook_secrets[0])
     url = args.url.rstrip("/") + "/payments/webhook"
     print(f"POST {url} payment={payment.id} order={order_id} status={status}")
@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate-payment",
         help="send a signed payment webhook for the order's latest payment",
     )
-    simulate.add_argument("outcome", choices=["success", "failed"])
+    # refunded: the provider gave the money back on its own (its dashboard, a dispute).
+    simulate.add_argument("outcome", choices=["success", "failed", "refunded"])
     simulate.add_argument("order_id", metavar="ORDER_ID")
     simulate.add_argument(
         "--url", default="http://127.0.0.1:8000", help="the service (default %(default)s)"

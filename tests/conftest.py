@@ -41,7 +41,8 @@ if FAST_PATHS not in ("on", "off"):
 os.environ["FAST_PATHS"] = FAST_PATHS
 
 _TABLES = (
-    "outbox, webhook_inbox, payment_dead_letters, payments, order_lines, orders, users, products"
+    "outbox, webhook_inbox, payment_dead_letters, payments, order_lines, orders, users, products, "
+    "order_day_stats"
 )
 
 

@@ -30,7 +30,7 @@ from tests.provider_server import (
 
 FORM_RE = re.compile(
     r'<form method="post" action="([^"]+)"><input type="hidden" name="outcome" '
-    r'value="(SUCCESS|FAILED)">'
+    r'value="(SUCCESS|FAILED|REFUNDED)">'
 )
 
 
@@ -331,6 +331,22 @@ async def test_live_server_end_to_end_and_simulate_payment_cli(
             "SUCCEEDED",
         )
 
+        # A refund the provider made on its own: the payment is REFUNDED, once.
+        code, out, _ = await _main(
+            "simulate-payment", "refunded", order_id, "--url", server.url, capsys=capsys
+        )
+        assert (code, '200 {"status":"processed"}' in out) == (0, True)
+        code, out, _ = await _main(
+            "simulate-payment", "refunded", order_id, "--url", server.url, capsys=capsys
+        )
+        assert (code, '200 {"status":"duplicate"}' in out) == (0, True)
+        order = _gql(server.url, ORDER, {"id": order_id}, token)["order"]
+        assert (order["status"], order["version"], order["payment"]["status"]) == (
+            "PAID",
+            2,
+            "REFUNDED",
+        )
+
 
 async def test_simulate_payment_cli_reports_bad_input_and_an_unreachable_server(
     client: GraphQLClient,
@@ -352,3 +368,43 @@ async def test_simulate_payment_cli_reports_bad_input_and_an_unreachable_server(
     assert code != 0
     assert "is not an order id" in err
     assert (await read_order(client, user_token, order_id))["status"] == "PENDING"
+
+
+async def test_a_paid_payment_can_be_refunded_from_the_page(
+    client: GraphQLClient, user_token: str, admin_token: str
+) -> None:
+    order_id, payment = await _payment(client, user_token)
+    paid = await _press(client, payment["id"], "SUCCESS")
+    forms = dict((outcome, action) for action, outcome in FORM_RE.findall(paid.text))
+    assert forms == {"REFUNDED": f"/payments/simulator/{payment['id']}"}
+
+    refunded = await _press(client, payment["id"], "REFUNDED")
+
+    assert "The webhook answered <strong>200</strong>: processed" in refunded.text
+    assert 'id="payment-status">REFUNDED<' in refunded.text
+    assert "was refunded" in refunded.text
+    assert FORM_RE.findall(refunded.text) == []
+    order = await read_order(client, user_token, order_id)
+    assert (order["status"], order["payment"]["status"]) == ("PAID", "REFUNDED")
+    again = await _press(client, payment["id"], "REFUNDED")
+    assert "answered <strong>200</strong>: duplicate" in again.text
+
+
+async def test_the_page_shows_a_refund_made_by_refund_payment(
+    client: GraphQLClient, user_token: str, admin_token: str
+) -> None:
+    order_id, payment = await _payment(client, user_token)
+    await _press(client, payment["id"], "SUCCESS")
+    (await client.move(admin_token, order_id, "CANCELLED", 2)).ok()
+    page = await client.http.get(f"/payments/simulator/{payment['id']}")
+    assert "needs a refund" in page.text
+
+    refund = await client.execute(
+        "mutation($i: RefundPaymentInput!) { refundPayment(input: $i) { status needsRefund } }",
+        {"i": {"paymentId": payment["id"]}},
+        admin_token,
+    )
+
+    assert refund.ok()["refundPayment"] == {"status": "REFUNDED", "needsRefund": False}
+    page = await client.http.get(f"/payments/simulator/{payment['id']}")
+    assert 'id="payment-status">REFUNDED<' in page.text

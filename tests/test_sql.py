@@ -24,6 +24,7 @@ from sqlalchemy import (
 from models import queries, rows
 from models.db import Database
 from models.sql import POSTGRES, SQLITE, Statement
+from models.state import OrderSort
 from models.tables import Order, OrderLine, User
 
 
@@ -94,7 +95,9 @@ def test_an_insert_fills_in_what_the_caller_leaves_out_from_the_table() -> None:
 
 def test_every_statement_compiles_on_both_dialects_and_reads_by_name() -> None:
     statements = [v for v in vars(queries).values() if isinstance(v, Statement)]
-    shapes = itertools.product((False, True), repeat=5)
+    filters = itertools.product((False, True), repeat=7)
+    shapes = [(*f, OrderSort.NEWEST) for f in filters]
+    shapes += [(*(True,) * 7, sort) for sort in OrderSort]
     for shape, lines, owners in itertools.product(shapes, (False, True), (False, True)):
         statements.append(queries._page_read_statement(shape, lines, owners))
     for stmt in statements:

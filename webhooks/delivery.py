@@ -60,8 +60,8 @@ def parse_event(body: bytes) -> payments.ProviderEvent:
     if order_id is None:
         raise Malformed("order_id must be an order id")
     status = data.get("status")
-    if status not in (payments.ProviderStatus.SUCCESS, payments.ProviderStatus.FAILED):
-        raise Malformed("status must be SUCCESS or FAILED")
+    if not isinstance(status, str) or status not in payments.ProviderStatus.__members__:
+        raise Malformed("status must be SUCCESS, FAILED or REFUNDED")
     return payments.ProviderEvent(
         payment_id=payment_id, order_id=order_id, status=payments.ProviderStatus(status)
     )

@@ -30,6 +30,8 @@ OUTCOMES = {
     "SUCCEED": payments.ProviderStatus.SUCCESS,
     "FAILED": payments.ProviderStatus.FAILED,
     "FAIL": payments.ProviderStatus.FAILED,
+    "REFUNDED": payments.ProviderStatus.REFUNDED,
+    "REFUND": payments.ProviderStatus.REFUNDED,
 }
 _HEADERS = {"cache-control": "no-store"}
 
@@ -44,9 +46,25 @@ def _money(cents: int) -> str:
 
 
 def _actions(path: str, payment: PaymentRow) -> str:
+    action = html.escape(path, quote=True)
+    if payment.status == payments.PaymentStatus.SUCCEEDED:
+        note = (
+            "This payment needs a refund: the order was cancelled after it was paid."
+            if payment.needs_refund
+            else "This payment is settled."
+        )
+        # A refund made at the provider (its dashboard, a dispute), as a webhook says it.
+        return (
+            f'<p class="hint">{note} The provider may also give the money back on its own:'
+            "</p>"
+            f'<div class="actions"><form method="post" action="{action}"><input type="hidden" '
+            'name="outcome" value="REFUNDED"><button class="refund" type="submit">'
+            "Refund</button></form></div>"
+        )
+    if payment.status == payments.PaymentStatus.REFUNDED:
+        return '<p class="hint">This payment was refunded: the money went back.</p>'
     if payment.status != payments.PaymentStatus.PENDING:
         return '<p class="hint">This payment is settled; nothing more to choose.</p>'
-    action = html.escape(path, quote=True)
     return (
         '<div class="actions">'
         f'<form method="post" action="{action}"><input type="hidden" name="outcome" '
@@ -144,7 +162,8 @@ async def simulator_submit(request: Request) -> Response:
     choice = OUTCOMES.get((form.get("outcome") or [""])[0].strip().upper())
     if choice is None:
         return HTMLResponse(
-            "<!doctype html><title>Bad request</title><p>outcome must be SUCCESS or FAILED.</p>",
+            "<!doctype html><title>Bad request</title><p>outcome must be SUCCESS, FAILED or "
+            "REFUNDED.</p>",
             status_code=400,
             headers=_HEADERS,
         )

@@ -1,7 +1,8 @@
 """Whole-response cache for read-only order queries, and what the view knows about an
 operation before running it (its name and type, for logs and metrics).
 
-Only a query whose root fields are `order`/`orders` is cached. The key is the caller's
+Only a query whose root fields are among `order`, `orders`, `orderStats` and
+`paymentDeadLetters` is cached. The key is the caller's
 scope (`orders:user:<id>`, or `orders:all` for an admin, the role read from the database),
 that scope's generation stamp, taken *before* executing, and a hash of the document,
 variables and operation name. Every order write bumps the generations of its scopes
@@ -33,7 +34,9 @@ from graphql import (
 from models.state import Role
 from resolvers.context import RequestContext
 
-CACHEABLE_ROOT_FIELDS = frozenset({"order", "orders"})
+# Reads whose answers change only with writes that bump the caller's scope: order writes
+# bump the owner's scope and `orders:all` (an admin's); dead-letter writes `orders:all`.
+CACHEABLE_ROOT_FIELDS = frozenset({"order", "orders", "orderStats", "paymentDeadLetters"})
 _HARMLESS_ROOT_FIELDS = frozenset({"__typename"})
 # Documents longer than this are described without remembering them, and never cached.
 _MAX_REMEMBERED_DOCUMENT = 20_000

@@ -57,6 +57,10 @@ OPERATIONS = {
     "Mutation.updateOrderStatus",
     "Mutation.initiatePayment",
     "Mutation.upsertProduct",
+    "Query.orderStats",
+    "Query.paymentDeadLetters",
+    "Mutation.retryDeadLetter",
+    "Mutation.refundPayment",
 }
 # Answers that may hold another user's data because the caller proved who they were.
 CREDENTIAL_OPERATIONS = {"Mutation.signup", "Mutation.login"}

@@ -3,7 +3,7 @@
 
 export const ORDER_STATUSES = ['PENDING', 'PAID', 'SHIPPED', 'DELIVERED', 'CANCELLED'] as const;
 export type OrderStatus = (typeof ORDER_STATUSES)[number];
-export type PaymentStatus = 'PENDING' | 'SUCCEEDED' | 'FAILED';
+export type PaymentStatus = 'PENDING' | 'SUCCEEDED' | 'FAILED' | 'REFUNDED';
 export type Role = 'ADMIN' | 'USER';
 /** ISO-8601 timestamp, as the DateTime scalar is serialised. */
 export type DateTime = string;

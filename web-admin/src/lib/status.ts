@@ -37,4 +37,5 @@ export const PAYMENT_BADGE: Record<PaymentStatus, string> = {
   PENDING: 'bg-amber-50 text-amber-800 ring-amber-600/25',
   SUCCEEDED: 'bg-emerald-50 text-emerald-800 ring-emerald-600/25',
   FAILED: 'bg-rose-50 text-rose-800 ring-rose-600/25',
+  REFUNDED: 'bg-indigo-50 text-indigo-800 ring-indigo-600/25',
 };
