@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from infra import tracing
 from infra.broker import Broker, InProcessBroker, RedisBroker
 from infra.cache import Cache, MemoryCache, RedisCache
 from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
@@ -85,7 +86,9 @@ async def _relay_forever(services: Services) -> None:
         await asyncio.sleep(RELAY_INTERVAL_SECONDS)
         passes += 1
         try:
-            await events.relay_once(services, min_age=RELAY_MIN_AGE)
+            # Its polling makes no trace; what it publishes does (events.publish).
+            with tracing.quiet():
+                await events.relay_once(services, min_age=RELAY_MIN_AGE)
             if passes % PRUNE_EVERY_PASSES == 0:
                 await events.prune_published(services, older_than=OUTBOX_RETENTION)
         except Exception as exc:
@@ -111,7 +114,8 @@ async def _watch_redis(services: Services) -> None:
             ("rate_limits", services.limiter.healthy),
         ):
             try:
-                up = await asyncio.wait_for(check(), timeout=3)
+                with tracing.quiet():
+                    up = await asyncio.wait_for(check(), timeout=3)
             except Exception:
                 up = False
             services.metrics.redis_up.labels(component).set(1 if up else 0)
@@ -163,6 +167,7 @@ def freeze_startup_heap() -> None:
 
 
 def create_app(settings: Settings) -> Starlette:
+    tracing.configure_from_env()  # off unless OTEL_* variables ask for it
     metrics = Metrics()
     services_box: dict[str, Services] = {}
 
@@ -204,6 +209,7 @@ def create_app(settings: Settings) -> Starlette:
             if redis is not None:
                 await redis.aclose()
             await services.db.dispose()
+            tracing.shutdown()
             failures.flush()  # the counts of failures still repeating when we stop
 
     # FAST_PATHS: the schema (executor, document caches) and the view (request handling,
@@ -315,4 +321,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
+    if tracing.ENABLED:
+        # The server span outside everything, so the request id can be the trace id.
+        app.middleware_stack = tracing.wrap_asgi(app.build_middleware_stack())
     return app

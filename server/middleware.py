@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra import tracing
 from infra.metrics import Metrics
 
 access_log = logging.getLogger("order_service.access")
@@ -48,10 +49,15 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return self.app(scope, receive, send)
         request_id = None
-        for name, value in scope.get("headers") or ():
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                request_id = candidate if _REQUEST_ID_RE.match(candidate) else None
+        if tracing.ENABLED:
+            # With tracing on the request id is the trace id: the `requestId` of an error
+            # (and every log line of the request) leads straight to the trace.
+            request_id = tracing.current_trace_id()
+        if request_id is None:
+            for name, value in scope.get("headers") or ():
+                if name == b"x-request-id":
+                    candidate = value.decode("latin-1")
+                    request_id = candidate if _REQUEST_ID_RE.match(candidate) else None
         request_id = request_id or os.urandom(16).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
