@@ -168,6 +168,7 @@ async def _dead_letter(ctx: RequestContext, request: PaymentRequest, exc: Provid
                 last_error=exc.last_error[:2000],
                 now=utcnow(),
             )
+        ctx.services.metrics.dead_letters_written.inc()
     except Exception:
         log.exception("recording the dead letter of payment %s failed", request.payment_id)
 

@@ -32,6 +32,7 @@ from infra.redis_link import ServerRestarts, redis_client
 from infra.security import configure_password_hashing
 from infra.settings import Settings
 from infra.tasks import cancel_and_wait
+from models import queries
 from models.db import Database
 from resolvers import events
 from resolvers.context import Services
@@ -121,6 +122,33 @@ async def _watch_redis(services: Services) -> None:
             services.metrics.redis_up.labels(component).set(1 if up else 0)
 
 
+async def readiness(services: Services) -> dict[str, str]:
+    """Each dependency's check, as /ready reports it; readiness_check_up follows them."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(services.db.ping(), timeout=3)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    try:
+        ok = await asyncio.wait_for(services.broker.healthy(), timeout=3)
+        checks["broker"] = "ok" if ok else "degraded"
+    except Exception as exc:
+        checks["broker"] = f"degraded: {type(exc).__name__}"
+    for name, check, fallback in (
+        ("cache", services.cache.healthy, "Redis unavailable, reads bypass the cache"),
+        ("rate_limits", services.limiter.healthy, "Redis unavailable, limits per process"),
+    ):
+        try:
+            ok = await asyncio.wait_for(check(), timeout=3)
+        except Exception:
+            ok = False
+        checks[name] = "ok" if ok else f"degraded: {fallback}"
+    for name, value in checks.items():
+        services.metrics.readiness.labels(name).set(1 if value == "ok" else 0)
+    return checks
+
+
 class SinglePageApp(StaticFiles):
     """Static files with index.html for any path that is not a file (client routes)."""
 
@@ -169,6 +197,13 @@ def freeze_startup_heap() -> None:
 def create_app(settings: Settings) -> Starlette:
     tracing.configure_from_env()  # off unless OTEL_* variables ask for it
     metrics = Metrics()
+    for limit, value in (
+        ("pending_per_instance", settings.ws_max_pending_per_instance),
+        ("pending_per_address", settings.ws_max_pending_per_address),
+        ("connections_per_user", settings.ws_max_connections_per_user),
+        ("subscriptions_per_connection", settings.ws_max_subscriptions_per_connection),
+    ):
+        metrics.ws_limit.labels(limit).set(value)
     services_box: dict[str, Services] = {}
 
     @contextlib.asynccontextmanager
@@ -232,27 +267,7 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        services: Services = request.app.state.services
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.wait_for(services.db.ping(), timeout=3)
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"unavailable: {type(exc).__name__}"
-        try:
-            ok = await asyncio.wait_for(services.broker.healthy(), timeout=3)
-            checks["broker"] = "ok" if ok else "degraded"
-        except Exception as exc:
-            checks["broker"] = f"degraded: {type(exc).__name__}"
-        for name, check, fallback in (
-            ("cache", services.cache.healthy, "Redis unavailable, reads bypass the cache"),
-            ("rate_limits", services.limiter.healthy, "Redis unavailable, limits per process"),
-        ):
-            try:
-                ok = await asyncio.wait_for(check(), timeout=3)
-            except Exception:
-                ok = False
-            checks[name] = "ok" if ok else f"degraded: {fallback}"
+        checks = await readiness(request.app.state.services)
         # Only the database is essential: without Redis the service still answers.
         failed = checks["database"] != "ok"
         degraded = any(v != "ok" for v in checks.values())
@@ -266,6 +281,12 @@ def create_app(settings: Settings) -> Starlette:
         metrics.db_pool_in_use.set(services.db.pool_in_use())
         with contextlib.suppress(Exception):
             metrics.outbox_backlog.set(await events.backlog(services))
+        with tracing.quiet(), contextlib.suppress(Exception):
+            await readiness(services)  # readiness_check_up, for the alerts
+        with tracing.quiet(), contextlib.suppress(Exception):
+            async with services.db.connect() as conn:
+                metrics.refunds_needed.set(await queries.payments_needing_refund(conn))
+                metrics.dead_letters.set(await queries.dead_letter_count(conn))
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def debug_runtime(request: Request) -> Response:

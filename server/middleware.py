@@ -86,6 +86,9 @@ class RequestContextMiddleware:
             duration = time.perf_counter() - started
             route = _route_label(scope["path"])
             self.metrics.request_duration.labels(route, scope["method"]).observe(duration)
+            if route == "/graphql":
+                op_type = state.get("operation_type", "unknown")
+                self.metrics.operation_duration.labels(op_type).observe(duration)
             extra: dict[str, Any] = {
                 "method": scope["method"],
                 "path": scope["path"],
