@@ -140,6 +140,19 @@ class Metrics:
             registry=r,
         )
 
+        # Exported at 0 from the start: an alert on the increase of a series sees its first
+        # event (a series that appears at 1 has no increase), and every dashboard query finds
+        # its metric on a fresh instance.
+        for outcome in (
+            "processed", "duplicate", "refund_needed", "ignored", "bad_signature", "malformed",
+            "unknown",
+        ):  # fmt: skip
+            self.webhook_outcomes.labels(outcome)
+        for limit in ("create_order", "login_email", "login_ip", "password_hashing"):
+            self.rate_limited.labels(limit)
+        for result in ("hit", "miss", "bypass"):
+            self.cache_requests.labels(result)
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             combined = CollectorRegistry()
