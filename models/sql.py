@@ -358,7 +358,7 @@ class SqliteConnection:
 
     async def _fetch(self, c: Compiled, params: dict[str, Any]) -> list[Row]:
         args = [_sqlite_arg(a) for a in c.args(params)]
-        if tracing.ENABLED:  # PostgreSQL's statements: asyncpg's instrumentation
+        if tracing.active():  # PostgreSQL's statements: asyncpg's instrumentation
             with tracing.statement_span("sqlite", c.text):
                 return list(await self._conn.execute_fetchall(c.text, args))
         return list(await self._conn.execute_fetchall(c.text, args))
@@ -383,7 +383,7 @@ class SqliteConnection:
     async def execute(self, stmt: Statement, /, **params: Any) -> int:
         c = self._compiled(stmt)
         args = [_sqlite_arg(a) for a in c.args(params)]
-        if tracing.ENABLED:
+        if tracing.active():
             with tracing.statement_span("sqlite", c.text):
                 async with self._conn.execute(c.text, args) as cursor:
                     return int(cursor.rowcount)

@@ -275,7 +275,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         label = self._labels(op)
         state["operation_name"] = label  # for the access log
         state["operation_type"] = op.type
-        if tracing.ENABLED:
+        if tracing.active():
             tracing.name_operation(label, op.type)
         context.services.metrics.cache_requests.labels("hit").inc()
         self._count(request, "ok")
@@ -310,7 +310,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
     ) -> ExecutionResult:
         """Names the operation for logs and metrics, and answers cacheable order reads
         from the read cache (see schema/cache.py)."""
-        if tracing.ENABLED:
+        if tracing.active():
             op = describe(
                 request_data.query, request_data.operation_name, context.settings.query_max_tokens
             )

@@ -39,7 +39,7 @@ from resolvers.context import Services
 from schema import build_schema
 from schema.view import GraphQLView, StockGraphQLView
 from server.headers import SecurityHeadersMiddleware
-from server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from server.middleware import BodyLimitMiddleware, RequestContextMiddleware, route_label
 from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
 
@@ -344,5 +344,5 @@ def create_app(settings: Settings) -> Starlette:
     app.state.metrics = metrics
     if tracing.ENABLED:
         # The server span outside everything, so the request id can be the trace id.
-        app.middleware_stack = tracing.wrap_asgi(app.build_middleware_stack())
+        app.middleware_stack = tracing.wrap_asgi(app.build_middleware_stack(), route_of=route_label)
     return app

@@ -90,7 +90,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             duration = time.perf_counter() - started
-            route = _route_label(scope["path"])
+            route = route_label(scope["path"])
             self.metrics.request_duration.labels(route, scope["method"]).observe(duration)
             if route == "/graphql":
                 op_type = state.get("operation_type", "unknown")
@@ -117,7 +117,8 @@ class RequestContextMiddleware:
             )
 
 
-def _route_label(path: str) -> str:
+def route_label(path: str) -> str:
+    """The route a path is counted and traced under (a bounded set of labels)."""
     for prefix in ("/graphql", "/payments/webhook", "/payments/simulator", "/admin"):
         if path.startswith(prefix):
             return prefix

@@ -306,7 +306,12 @@ async def test_unsampled_requests_record_nothing_but_still_have_a_trace_id(
     for traces in _traces(ParentBased(ALWAYS_OFF)):
         response = await client.http.post("/graphql", json={"query": "{ __typename }"})
         assert response.status_code == 200
+        token = await client.signup("unsampled@example.com")  # statements, bcrypt, Redis
+        await client.create_order(token, "u-1")
         assert traces.spans == []
+        # The trace id still names the request.
+        request_id = response.headers["x-request-id"]
+        assert len(request_id) == 32 and int(request_id, 16) > 0
 
 
 async def test_probes_and_scrapes_make_no_spans(traces: Traces, client: GraphQLClient) -> None:

@@ -72,7 +72,7 @@ async def process_delivery(
     services: Services, body: bytes, signature: str | None, *, request_id: str | None = None
 ) -> Answer:
     """Verify the signature over the raw bytes before anything reads them, then apply."""
-    if tracing.ENABLED:
+    if tracing.active():
         # The signature, the body and the secret are never attributes: only the answer.
         with tracing.span("webhook.process") as current:
             answer = await _process(services, body, signature, request_id=request_id)
