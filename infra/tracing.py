@@ -53,15 +53,17 @@ DEFAULT_SAMPLER = "parentbased_traceidratio"
 DEFAULT_SAMPLER_ARG = "0.1"
 
 
+# Bound by `enable()`: read on every request, not imported there.
+_get_value: Any = None
+_suppress_key: Any = None
+_current_span: Any = None
+
+
 def active() -> bool:
     """Tracing is on and the current trace is recorded: not an unsampled request, whose
     spans would all be dropped (`wrap_asgi` suppresses the instrumentations for those),
     nor a `quiet()` block. Spans of our own are made only then."""
-    if not ENABLED:
-        return False
-    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
-
-    return not get_value(_SUPPRESS_INSTRUMENTATION_KEY)
+    return ENABLED and not _get_value(_suppress_key)
 
 
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
@@ -127,11 +129,18 @@ def _exporter_from_env() -> Any:
 def enable(provider: Any) -> None:
     """Trace through `provider` (tests pass one with an in-memory exporter): our spans, and
     the asyncpg and Redis instrumentations (httpx: per client, `instrument_httpx`)."""
-    global ENABLED, _tracer, _provider
+    global ENABLED, _tracer, _provider, _get_value, _suppress_key, _current_span
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.trace import get_current_span
 
     disable()
+    _get_value, _suppress_key, _current_span = (
+        get_value,
+        _SUPPRESS_INSTRUMENTATION_KEY,
+        get_current_span,
+    )
     _provider = provider
     _tracer = provider.get_tracer("order_service")
     for instrumentor in (AsyncPGInstrumentor(), RedisInstrumentor()):
@@ -254,10 +263,8 @@ def current_trace_id() -> str | None:
     """The current trace's id (32 hex digits), sampled or not; None without one."""
     if not ENABLED:
         return None
-    from opentelemetry import trace
-
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+    trace_id = _current_span().get_span_context().trace_id
+    return format(trace_id, "032x") if trace_id else None
 
 
 # --- spans of our own ------------------------------------------------------------------
