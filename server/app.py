@@ -225,12 +225,18 @@ def create_app(settings: Settings) -> Starlette:
         if isinstance(services.broker, RedisBroker):
             # Redis keeps nothing for a listener that was away: replay from the outbox.
             services.broker.on_reconnect = functools.partial(events.replay_since, services)
-        await services.broker.start()
-        relay = asyncio.create_task(_relay_forever(services), name="outbox-relay")
-        marks = asyncio.create_task(events.mark_published_forever(services), name="outbox-marks")
-        background = [relay, marks]
-        if settings.redis_url:
-            background.append(asyncio.create_task(_watch_redis(services), name="redis-watch"))
+        # The background tasks make no traces of their own (a task keeps the context it
+        # was created in): their polling would start one every second. What the relay
+        # publishes is traced (events.publish).
+        with tracing.quiet():
+            await services.broker.start()
+            relay = asyncio.create_task(_relay_forever(services), name="outbox-relay")
+            marks = asyncio.create_task(
+                events.mark_published_forever(services), name="outbox-marks"
+            )
+            background = [relay, marks]
+            if settings.redis_url:
+                background.append(asyncio.create_task(_watch_redis(services), name="redis-watch"))
         try:
             yield
         finally:
