@@ -35,7 +35,10 @@ WORKDIR /src
 # .dockerignore keeps tests, caches, web-admin's node_modules/dist and any
 # .env file out of the context.
 COPY . .
-RUN pip install --no-cache-dir . \
+# The otel extra: OpenTelemetry tracing, off unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
+# (hadolint takes ".[otel]" for an unpinned package: it is this project, with an extra.)
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".[otel]" \
     && order-service --help > /dev/null
 
 # --- runtime -----------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from infra import tracing
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 # Loggers that print statements with their parameters, frames or headers at INFO/DEBUG.
@@ -84,6 +86,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_") and key != "color_message":
                 data[key] = redact(value) if isinstance(value, str) else value
+        # The trace a line belongs to (its request's, or the relay's publishing).
+        if tracing.ENABLED and "trace_id" not in data and (trace_id := tracing.current_trace_id()):
+            data["trace_id"] = trace_id
         if record.exc_info:
             data["exc_info"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(data, default=str).decode()
@@ -99,6 +104,8 @@ class TextFormatter(logging.Formatter):
         for key in ("request_id", "operation", "client_ip"):
             if value := fields.get(key):
                 line += f" {key}={value}"
+        if tracing.ENABLED and (trace_id := tracing.current_trace_id()):
+            line += f" trace_id={trace_id}"
         return redact(line)
 
 

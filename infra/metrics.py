@@ -93,12 +93,67 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        # --- what the alerts of deploy/prometheus/alerts.yml read (docs/operations.md) ---
+        self.operation_duration = Histogram(
+            "graphql_operation_duration_seconds",
+            "GraphQL HTTP operations' duration by operation type (query, mutation, unknown).",
+            ["type"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.dead_letters_written = Counter(
+            "payment_dead_letters_total",
+            "Payments and refunds written to the dead-letter table (the provider failed every "
+            "attempt).",
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "payment_dead_letter_rows",
+            "Rows in the payment dead-letter table (read at scrape time).",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.refunds_needed = Gauge(
+            "payments_needing_refund",
+            "Succeeded payments marked needs_refund (their order was cancelled): cleared by a "
+            "refund.",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.readiness = Gauge(
+            "readiness_check_up",
+            "1 while a readiness check passes (database, broker, cache, rate_limits), else 0.",
+            ["check"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.ws_limit = Gauge(
+            "graphql_ws_limit",
+            "Configured websocket caps: pending_per_instance, pending_per_address, "
+            "connections_per_user, subscriptions_per_connection.",
+            ["limit"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.payment_attempts = Counter(
             "payment_provider_attempts_total",
             "Calls to the payment provider by outcome.",
             ["outcome"],
             registry=r,
         )
+
+        # Exported at 0 from the start: an alert on the increase of a series sees its first
+        # event (a series that appears at 1 has no increase), and every dashboard query finds
+        # its metric on a fresh instance.
+        for outcome in (
+            "processed", "duplicate", "refund_needed", "ignored", "bad_signature", "malformed",
+            "unknown",
+        ):  # fmt: skip
+            self.webhook_outcomes.labels(outcome)
+        for limit in ("create_order", "login_email", "login_ip", "password_hashing"):
+            self.rate_limited.labels(limit)
+        for result in ("hit", "miss", "bypass"):
+            self.cache_requests.labels(result)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from infra import tracing
 from infra.settings import Settings
 
 log = logging.getLogger("order_service.provider")
@@ -125,6 +126,8 @@ class PaymentProviderClient:
             follow_redirects=False,
             headers={"user-agent": "order-service"},
         )
+        # With tracing on: a span per call, and `traceparent` sent on to the provider.
+        tracing.instrument_httpx(self._http)
 
     @classmethod
     def from_settings(

@@ -975,3 +975,20 @@ async def prune_outbox(conn: Connection, published_before: datetime) -> int:
 
 async def outbox_backlog(conn: Connection) -> int:
     return int(await conn.value(_OUTBOX_BACKLOG))
+
+
+# --- operations: gauges read when /metrics is scraped ---------------------------------------
+
+_PAYMENTS_NEEDING_REFUND = Statement(
+    lambda d: select(func.count()).select_from(payments).where(payments.c.needs_refund.is_(True))
+)
+_DEAD_LETTER_COUNT = Statement(lambda d: select(func.count()).select_from(dead_letters))
+
+
+async def payments_needing_refund(conn: Connection) -> int:
+    """Payments that succeeded after their order was cancelled: money to give back."""
+    return int(await conn.value(_PAYMENTS_NEEDING_REFUND))
+
+
+async def dead_letter_count(conn: Connection) -> int:
+    return int(await conn.value(_DEAD_LETTER_COUNT))

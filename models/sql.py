@@ -48,6 +48,7 @@ from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from infra import tracing
 from models.tables import as_utc
 
 Row = Sequence[Any]
@@ -357,6 +358,9 @@ class SqliteConnection:
 
     async def _fetch(self, c: Compiled, params: dict[str, Any]) -> list[Row]:
         args = [_sqlite_arg(a) for a in c.args(params)]
+        if tracing.active():  # PostgreSQL's statements: asyncpg's instrumentation
+            with tracing.statement_span("sqlite", c.text):
+                return list(await self._conn.execute_fetchall(c.text, args))
         return list(await self._conn.execute_fetchall(c.text, args))
 
     async def fetch(self, stmt: Statement, /, **params: Any) -> list[Row]:
@@ -379,6 +383,10 @@ class SqliteConnection:
     async def execute(self, stmt: Statement, /, **params: Any) -> int:
         c = self._compiled(stmt)
         args = [_sqlite_arg(a) for a in c.args(params)]
+        if tracing.active():
+            with tracing.statement_span("sqlite", c.text):
+                async with self._conn.execute(c.text, args) as cursor:
+                    return int(cursor.rowcount)
         async with self._conn.execute(c.text, args) as cursor:
             return int(cursor.rowcount)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
+from infra import tracing
 from infra.limiter import hashed
 from infra.security import (
     PasswordHashingBusy,
@@ -86,6 +87,7 @@ async def create_user(
     return user
 
 
+@tracing.use_case("accounts.signup")
 async def signup(ctx: RequestContext, email: str, password: str) -> AuthResult:
     return issue_token(ctx, await create_user(ctx, email, password))
 
@@ -105,6 +107,7 @@ def _hashing_busy(ctx: RequestContext, exc: PasswordHashingBusy) -> RateLimited:
     return RateLimited(exc.retry_after, "Too many password checks at once on this server.")
 
 
+@tracing.use_case("accounts.login")
 async def login(ctx: RequestContext, email: str, password: str) -> AuthResult:
     errors = FieldErrors()
     email = normalise_email(email, errors)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import orjson
 
+from infra import tracing
 from infra.broker import BrokerUnavailable
 from models import queries
 from models.rows import OutboxRow
@@ -58,6 +59,7 @@ class StatusEvent:
     @classmethod
     def decode(cls, raw: bytes | str) -> StatusEvent:
         data = orjson.loads(raw)
+        data.pop("_trace", None)  # the broker envelope's trace context (infra/tracing.py)
         data["changed_at"] = datetime.fromisoformat(data["changed_at"])
         return cls(**data)
 
@@ -92,12 +94,20 @@ async def publish_rows(services: Services, rows: list[OutboxRow]) -> int:
     return len(published)
 
 
-async def _publish(services: Services, rows: list[OutboxRow]) -> list[int]:
+async def _publish(services: Services, rows: list[OutboxRow], *, relay: bool = False) -> list[int]:
     """Publish in order, stopping at the first failure; the ids of the rows published."""
     published: list[int] = []
     for row in rows:
         try:
-            await services.broker.publish(ORDER_STATUS_CHANNEL, row.payload.encode())
+            if tracing.ENABLED:
+                # The message's envelope carries the span's traceparent to the subscribers.
+                with tracing.publish_span(
+                    ORDER_STATUS_CHANNEL, relay=relay, event_id=row.id
+                ) as wrap:
+                    message = wrap(row.payload.encode())
+                    await services.broker.publish(ORDER_STATUS_CHANNEL, message)
+            else:
+                await services.broker.publish(ORDER_STATUS_CHANNEL, row.payload.encode())
         except BrokerUnavailable as exc:
             log.warning("event %s not published (%s); the relay will retry", row.id, exc)
             break
@@ -146,14 +156,14 @@ async def relay_once(services: Services, *, min_age: timedelta, batch: int = 500
     if db.is_sqlite:
         async with db.connect() as conn:
             rows = await queries.unpublished(conn, cutoff, batch)
-        published = await _publish(services, rows) if rows else []
+        published = await _publish(services, rows, relay=True) if rows else []
         if published:
             async with db.begin() as conn:
                 await queries.mark_published(conn, published, utcnow())
         return len(published)
     async with db.begin() as conn:
         rows = await queries.unpublished(conn, cutoff, batch, claim=True)
-        published = await _publish(services, rows) if rows else []
+        published = await _publish(services, rows, relay=True) if rows else []
         if published:
             await queries.mark_published(conn, published, utcnow())
     return len(published)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from infra import tracing
 from models import queries
 from models.rows import LineRow, OrderRow, PaymentRow, UserRow
 from models.sql import Connection
@@ -148,6 +149,7 @@ def _same_or_reused(existing: OrderRow, items_fingerprint: str) -> OrderRow:
     return existing
 
 
+@tracing.use_case("orders.create")
 async def create_order(
     ctx: RequestContext,
     items: Sequence[ItemInput],
@@ -261,6 +263,7 @@ async def _attach_payments(conn: Connection, views: dict[int, OrderView]) -> Non
         views[payment.order_id].payment = payment  # oldest first: the last one wins
 
 
+@tracing.use_case("orders.get")
 async def get_order(ctx: RequestContext, raw_id: str, include: Include = Include()) -> OrderView:
     user = await ctx.require_user()
     order_id = parse_order_id(raw_id)
@@ -295,6 +298,7 @@ def check_range(
         errors.add(fields[1], f"must not be before {fields[0]}")
 
 
+@tracing.use_case("orders.list")
 async def list_orders(
     ctx: RequestContext,
     *,
@@ -397,6 +401,7 @@ async def change_status(
     return moved, event
 
 
+@tracing.use_case("orders.update_status")
 async def update_order_status(
     ctx: RequestContext,
     raw_id: str,

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
+from infra import tracing
 from infra.provider import PaymentRequest, ProviderFailed, ProviderPayment
 from models import queries
 from models.rows import OrderRow, OutboxRow, PaymentRow, replace
@@ -84,6 +85,7 @@ def _require_pending(order: OrderRow) -> None:
         )
 
 
+@tracing.use_case("payments.initiate")
 async def initiate_payment(ctx: RequestContext, raw_order_id: str) -> PaymentRow:
     user = await ctx.require_user()
     order_id = orders.parse_order_id(raw_order_id)
@@ -169,10 +171,12 @@ async def _dead_letter(ctx: RequestContext, request: PaymentRequest, exc: Provid
                 now=utcnow(),
             )
         await events.after_commit(ctx.services, [], set())  # the dead letters changed
+        ctx.services.metrics.dead_letters_written.inc()
     except Exception:
         log.exception("recording the dead letter of payment %s failed", request.payment_id)
 
 
+@tracing.use_case("payments.apply_webhook")
 async def apply_webhook(services: Services, event: ProviderEvent) -> WebhookOutcome:
     """Apply a verified webhook once; raises NotFound for an unknown payment or an
     order id that is not the payment's.

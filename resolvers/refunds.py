@@ -164,6 +164,7 @@ async def _give_up(
                 kind=DEAD_LETTER_REFUND,
             )
         await events.after_commit(services, [], set())  # the dead letters changed
+        services.metrics.dead_letters_written.inc()
     except Exception:
         log.exception("recording the failed refund of payment %s failed", payment.id)
 

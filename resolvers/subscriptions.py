@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from infra import tracing
 from models.rows import UserRow
 from resolvers import context as user_context
 from resolvers.context import RequestContext, Services
@@ -163,6 +164,15 @@ class StatusFeed:
             del self._viewers[viewer.user_id]
 
     def receive(self, message: bytes) -> None:
+        if tracing.ENABLED:
+            # One span per message and process, not per subscriber: the child of the span
+            # that published it (the broker envelope's traceparent).
+            with tracing.consume_span(message, ORDER_STATUS_CHANNEL):
+                self._receive(message)
+        else:
+            self._receive(message)
+
+    def _receive(self, message: bytes) -> None:
         try:
             event = StatusEvent.decode(message)
         except (ValueError, TypeError, KeyError):

@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from infra import tracing
 from infra.broker import Broker, InProcessBroker, RedisBroker
 from infra.cache import Cache, MemoryCache, RedisCache
 from infra.limiter import InProcessLimiter, Limiter, RedisLimiter
@@ -33,7 +34,7 @@ from server import endpoints
 from server.assembly import build_schema
 from server.background import relay_forever, watch_redis
 from server.headers import SecurityHeadersMiddleware
-from server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from server.middleware import BodyLimitMiddleware, RequestContextMiddleware, route_label
 from server.transport.view import GraphQLView, StockGraphQLView
 from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
@@ -103,13 +104,17 @@ def service_lifespan(
         if isinstance(services.broker, RedisBroker):
             # Redis keeps nothing for a listener that was away: replay from the outbox.
             services.broker.on_reconnect = functools.partial(events.replay_since, services)
-        await services.broker.start()
-        loops = [
-            asyncio.create_task(relay_forever(services), name="outbox-relay"),
-            asyncio.create_task(events.mark_published_forever(services), name="outbox-marks"),
-        ]
-        if settings.redis_url:
-            loops.append(asyncio.create_task(watch_redis(services), name="redis-watch"))
+        # The background tasks make no traces of their own (a task keeps the context it
+        # was created in): their polling would start one every second. What the relay
+        # publishes is traced (events.publish).
+        with tracing.quiet():
+            await services.broker.start()
+            loops = [
+                asyncio.create_task(relay_forever(services), name="outbox-relay"),
+                asyncio.create_task(events.mark_published_forever(services), name="outbox-marks"),
+            ]
+            if settings.redis_url:
+                loops.append(asyncio.create_task(watch_redis(services), name="redis-watch"))
         try:
             yield
         finally:
@@ -123,6 +128,7 @@ def service_lifespan(
             if redis is not None:
                 await redis.aclose()
             await services.db.dispose()
+            tracing.shutdown()
             failures.flush()  # the counts of failures still repeating when we stop
 
     return lifespan
@@ -176,7 +182,15 @@ def middleware_for(settings: Settings, metrics: Metrics) -> list[Middleware]:
 def create_app(settings: Settings) -> Starlette:
     """Composes the app: the GraphQL endpoint behind the websocket admission guard, the
     webhook routes, the plain endpoints (server/endpoints.py), middleware and lifespan."""
+    tracing.configure_from_env()  # off unless OTEL_* variables ask for it
     metrics = Metrics()
+    for limit, value in (
+        ("pending_per_instance", settings.ws_max_pending_per_instance),
+        ("pending_per_address", settings.ws_max_pending_per_address),
+        ("connections_per_user", settings.ws_max_connections_per_user),
+        ("subscriptions_per_connection", settings.ws_max_subscriptions_per_connection),
+    ):
+        metrics.ws_limit.labels(limit).set(value)
     view = graphql_endpoint(settings)
     admission = WebsocketAdmission(view, settings=settings, metrics=metrics)
     debug = [Route("/debug/runtime", endpoints.debug_runtime)] if settings.app_env == "test" else []
@@ -200,4 +214,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.admission = admission
+    if tracing.ENABLED:
+        # The server span outside everything, so the request id can be the trace id.
+        app.middleware_stack = tracing.wrap_asgi(app.build_middleware_stack(), route_of=route_label)
     return app

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from infra import tracing
 from resolvers import events
 from resolvers.context import Services
 
@@ -27,7 +28,9 @@ async def relay_forever(services: Services) -> None:
         await asyncio.sleep(RELAY_INTERVAL_SECONDS)
         passes += 1
         try:
-            await events.relay_once(services, min_age=RELAY_MIN_AGE)
+            # Its polling makes no trace; what it publishes does (events.publish).
+            with tracing.quiet():
+                await events.relay_once(services, min_age=RELAY_MIN_AGE)
             if passes % PRUNE_EVERY_PASSES == 0:
                 await events.prune_published(services, older_than=OUTBOX_RETENTION)
         except Exception as exc:
@@ -52,7 +55,8 @@ async def redis_components(services: Services) -> dict[str, bool]:
         ("rate_limits", services.limiter.healthy),
     ):
         try:
-            states[component] = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_SECONDS)
+            with tracing.quiet():
+                states[component] = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_SECONDS)
         except Exception:
             states[component] = False
     return states

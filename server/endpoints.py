@@ -14,8 +14,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from infra import tracing
 from infra.metrics import CONTENT_TYPE_LATEST, Metrics
 from infra.settings import Settings
+from models import queries
 from resolvers import events
 from resolvers.context import Services
 from server.background import CHECK_TIMEOUT_SECONDS, redis_components
@@ -37,9 +39,10 @@ async def health(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def ready(request: Request) -> Response:
-    """Readiness: the database must answer (503 otherwise); Redis only degrades."""
-    services: Services = request.app.state.services
+async def readiness(services: Services, *, ping_broker: bool = True) -> dict[str, str]:
+    """Each dependency's check, as /ready reports it; readiness_check_up follows them.
+    Without `ping_broker` (a scrape of /metrics) the broker counts as up while its
+    subscription listens: no publishing connection is opened just to be asked."""
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(services.db.ping(), timeout=CHECK_TIMEOUT_SECONDS)
@@ -47,12 +50,23 @@ async def ready(request: Request) -> Response:
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     try:
-        ok = await asyncio.wait_for(services.broker.healthy(), timeout=CHECK_TIMEOUT_SECONDS)
+        if ping_broker:
+            ok = await asyncio.wait_for(services.broker.healthy(), timeout=CHECK_TIMEOUT_SECONDS)
+        else:
+            ok = bool(getattr(services.broker, "listening", True))
         checks["broker"] = "ok" if ok else "degraded"
     except Exception as exc:
         checks["broker"] = f"degraded: {type(exc).__name__}"
     for name, up in (await redis_components(services)).items():
         checks[name] = "ok" if up else f"degraded: {REDIS_FALLBACKS[name]}"
+    for name, value in checks.items():
+        services.metrics.readiness.labels(name).set(1 if value == "ok" else 0)
+    return checks
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: the database must answer (503 otherwise); Redis only degrades."""
+    checks = await readiness(request.app.state.services)
     # Only the database is essential: without Redis the service still answers.
     failed = checks["database"] != "ok"
     degraded = any(v != "ok" for v in checks.values())
@@ -61,12 +75,19 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics_page(request: Request) -> Response:
-    """Prometheus' text format; the pool and outbox gauges are read at scrape time."""
+    """Prometheus' text format; the pool, outbox, readiness, refund and dead-letter gauges
+    are read at scrape time."""
     services: Services = request.app.state.services
     metrics: Metrics = request.app.state.metrics
     metrics.db_pool_in_use.set(services.db.pool_in_use())
     with contextlib.suppress(Exception):
         metrics.outbox_backlog.set(await events.backlog(services))
+    with tracing.quiet(), contextlib.suppress(Exception):
+        await readiness(services, ping_broker=False)  # readiness_check_up, for alerts
+    with tracing.quiet(), contextlib.suppress(Exception):
+        async with services.db.connect() as conn:
+            metrics.refunds_needed.set(await queries.payments_needing_refund(conn))
+            metrics.dead_letters.set(await queries.dead_letter_count(conn))
     return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

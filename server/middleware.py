@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra import tracing
 from infra.metrics import Metrics
 
 access_log = logging.getLogger("order_service.access")
@@ -41,6 +42,12 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.trusted = trusted_proxies
+        # The children of the histogram by type, looked up once: `labels()` on every
+        # request costs more than the observation.
+        self._by_type = {
+            t: metrics.operation_duration.labels(t)
+            for t in ("query", "mutation", "subscription", "unknown")
+        }
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: what it only passes on (a websocket, say) runs without a
@@ -48,10 +55,15 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return self.app(scope, receive, send)
         request_id = None
-        for name, value in scope.get("headers") or ():
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                request_id = candidate if _REQUEST_ID_RE.match(candidate) else None
+        if tracing.ENABLED:
+            # With tracing on the request id is the trace id: the `requestId` of an error
+            # (and every log line of the request) leads straight to the trace.
+            request_id = tracing.current_trace_id()
+        if request_id is None:
+            for name, value in scope.get("headers") or ():
+                if name == b"x-request-id":
+                    candidate = value.decode("latin-1")
+                    request_id = candidate if _REQUEST_ID_RE.match(candidate) else None
         request_id = request_id or os.urandom(16).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -78,8 +90,14 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             duration = time.perf_counter() - started
-            route = _route_label(scope["path"])
+            route = route_label(scope["path"])
             self.metrics.request_duration.labels(route, scope["method"]).observe(duration)
+            if route == "/graphql":
+                op_type = state.get("operation_type", "unknown")
+                by_type = self._by_type.get(op_type) or self.metrics.operation_duration.labels(
+                    op_type
+                )
+                by_type.observe(duration)
             extra: dict[str, Any] = {
                 "method": scope["method"],
                 "path": scope["path"],
@@ -99,7 +117,8 @@ class RequestContextMiddleware:
             )
 
 
-def _route_label(path: str) -> str:
+def route_label(path: str) -> str:
+    """The route a path is counted and traced under (a bounded set of labels)."""
     for prefix in ("/graphql", "/payments/webhook", "/payments/simulator", "/admin"):
         if path.startswith(prefix):
             return prefix

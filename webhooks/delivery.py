@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from infra import tracing
 from infra.security import sign_webhook, verify_webhook_signature
 from resolvers import orders, payments
 from resolvers.context import Services
@@ -71,6 +72,19 @@ async def process_delivery(
     services: Services, body: bytes, signature: str | None, *, request_id: str | None = None
 ) -> Answer:
     """Verify the signature over the raw bytes before anything reads them, then apply."""
+    if tracing.active():
+        # The signature, the body and the secret are never attributes: only the answer.
+        with tracing.span("webhook.process") as current:
+            answer = await _process(services, body, signature, request_id=request_id)
+            if current is not None and current.is_recording():
+                current.set_attribute("http.response.status_code", answer.status_code)
+            return answer
+    return await _process(services, body, signature, request_id=request_id)
+
+
+async def _process(
+    services: Services, body: bytes, signature: str | None, *, request_id: str | None
+) -> Answer:
     outcomes = services.metrics.webhook_outcomes
     extra = {"request_id": request_id}
     if not verify_webhook_signature(body, signature, services.settings.webhook_secrets):

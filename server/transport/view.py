@@ -27,6 +27,7 @@ from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, WebSocketDisconnected
 from strawberry.types import ExecutionResult
 
+from infra import tracing
 from resolvers.context import RequestContext, Services
 from schema.errors import format_error
 from server.transport.cache import Operation, OperationLabels, cached_answer, describe
@@ -275,6 +276,8 @@ class GraphQLView(GraphQL[RequestContext, None]):
         label = self._labels(op)
         state["operation_name"] = label  # for the access log
         state["operation_type"] = op.type
+        if tracing.active():
+            tracing.name_operation(label, op.type)
         context.services.metrics.cache_requests.labels("hit").inc()
         self._count(request, "ok")
         return Response(found[1], status_code=200, media_type="application/json")
@@ -324,6 +327,31 @@ class GraphQLView(GraphQL[RequestContext, None]):
     ) -> ExecutionResult:
         """Names the operation for logs and metrics, and answers cacheable order reads
         from the read cache (see server/transport/cache.py)."""
+        if tracing.active():
+            op = self._describe(
+                request,
+                request_data.query,
+                request_data.operation_name,
+                context.settings.query_max_tokens,
+            )
+            label = self._labels(op)
+            with tracing.operation_span(label, op.type if op else "unknown"):
+                return await self._execute_single(
+                    request, request_adapter, sub_response, context, root_value, request_data
+                )
+        return await self._execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+
+    async def _execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: RequestContext,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
         if (error := refusal(request_data.query, request_data.variables)) is not None:
             # Refused before parsing: nothing was measured, but the budget is still said.
             cost = {"requested": None, "limit": context.settings.query_max_cost}

@@ -1,0 +1,444 @@
+"""OpenTelemetry tracing: off unless the standard OTEL_* variables ask for it.
+
+Turned on by `configure_from_env()` (server/app.py, once per process) when
+OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (or
+OTEL_TRACES_EXPORTER names an exporter), and OTEL_SDK_DISABLED is not true. The SDK reads
+the rest itself: OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (the
+default here is `parentbased_traceidratio` at 0.1), OTEL_EXPORTER_OTLP_* for the exporter.
+The packages come with the `otel` extra (`pip install "order-service[otel]"`); without them
+the variables are reported once and ignored.
+
+While off, every hook costs one module attribute read (`tracing.ENABLED`) and nothing
+else: the instrumentations are not installed, the ASGI app is not wrapped.
+
+Trace layout (docs/operations.md, "Traces"): the server span (`ServerSpans`; an incoming
+`traceparent` is continued) > the GraphQL operation span
+(`query OrderList`: the operation's name and type, never its variables) > the use case
+(`use_case orders.place`) > each database statement (asyncpg's instrumentation, or
+`sqlite` spans of our own), Redis commands (arguments always replaced by `?`) and the
+provider's HTTP calls (httpx's instrumentation, `traceparent` sent on). A webhook is
+`webhook.process` > `use_case payments.apply_webhook` > ... > `events.publish`; the
+broker message carries the publish span's `traceparent` in its envelope (`_trace`), and
+each process's subscriber feed continues it as `events.deliver`. Events left to the outbox
+relay are published in a trace of their own (`events.relay` > `events.publish`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+log = logging.getLogger("order_service.tracing")
+
+# Read by every hook: the only cost while tracing is off.
+ENABLED = False
+
+_tracer: Any = None
+_provider: Any = None
+_instrumentors: list[Any] = []
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The envelope of a broker message: `{"_trace":"<traceparent>",` before the event's own
+# fields. A W3C traceparent (version 00) is always 55 characters.
+ENVELOPE_PREFIX = b'{"_trace":"'
+_TRACEPARENT_LEN = 55
+
+DEFAULT_SAMPLER = "parentbased_traceidratio"
+DEFAULT_SAMPLER_ARG = "0.1"
+
+
+# Bound by `enable()`: read on every request, not imported there.
+_get_value: Any = None
+_suppress_key: Any = None
+_current_span: Any = None
+
+
+def active() -> bool:
+    """Tracing is on and the current trace is recorded: not an unsampled request, whose
+    spans would all be dropped (`wrap_asgi` suppresses the instrumentations for those),
+    nor a `quiet()` block. Spans of our own are made only then."""
+    return ENABLED and not _get_value(_suppress_key)
+
+
+def wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment asks for traces."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none":
+        return False
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or exporter
+    )
+
+
+def configure_from_env() -> bool:
+    """Turn tracing on when the environment asks for it (once per process); whether on."""
+    if ENABLED:
+        return True
+    if not wanted():
+        return False
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+    except ImportError:
+        log.warning(
+            "OTEL_* variables are set but the tracing packages are not installed "
+            '(pip install "order-service[otel]"); tracing stays off'
+        )
+        return False
+    os.environ.setdefault("OTEL_SERVICE_NAME", "order-service")
+    os.environ.setdefault("OTEL_TRACES_SAMPLER", DEFAULT_SAMPLER)
+    if os.environ["OTEL_TRACES_SAMPLER"] == DEFAULT_SAMPLER:
+        os.environ.setdefault("OTEL_TRACES_SAMPLER_ARG", DEFAULT_SAMPLER_ARG)
+    provider = TracerProvider(resource=Resource.create(), sampler=_get_from_env_or_default())
+    provider.add_span_processor(BatchSpanProcessor(_exporter_from_env()))
+    enable(provider)
+    log.info(
+        "tracing on: service %s, sampler %s %s",
+        os.environ["OTEL_SERVICE_NAME"],
+        os.environ["OTEL_TRACES_SAMPLER"],
+        os.environ.get("OTEL_TRACES_SAMPLER_ARG", ""),
+    )
+    return True
+
+
+def _exporter_from_env() -> Any:
+    name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    # OTLP over HTTP/protobuf (port 4318): endpoint, headers, timeout from OTEL_EXPORTER_OTLP_*.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def enable(provider: Any) -> None:
+    """Trace through `provider` (tests pass one with an in-memory exporter): our spans, and
+    the asyncpg and Redis instrumentations (httpx: per client, `instrument_httpx`)."""
+    global ENABLED, _tracer, _provider, _get_value, _suppress_key, _current_span
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.trace import get_current_span
+
+    disable()
+    _get_value, _suppress_key, _current_span = (
+        get_value,
+        _SUPPRESS_INSTRUMENTATION_KEY,
+        get_current_span,
+    )
+    _provider = provider
+    _tracer = provider.get_tracer("order_service")
+    for instrumentor in (AsyncPGInstrumentor(), RedisInstrumentor()):
+        instrumentor.instrument(tracer_provider=provider)
+        _instrumentors.append(instrumentor)
+    ENABLED = True
+
+
+def disable() -> None:
+    global ENABLED, _tracer, _provider
+    ENABLED = False
+    for instrumentor in _instrumentors:
+        instrumentor.uninstrument()
+    _instrumentors.clear()
+    _tracer = _provider = None
+
+
+def shutdown() -> None:
+    """Send what is buffered (at the end of the process's lifespan)."""
+    if _provider is not None:
+        with contextlib.suppress(Exception):
+            _provider.force_flush(timeout_millis=5000)
+
+
+# --- the request's edge ----------------------------------------------------------------
+
+
+def wrap_asgi(app: Any, *, route_of: Callable[[str], str] | None = None) -> Any:
+    """`app` behind a server span per HTTP request (`POST /graphql`), continuing an
+    incoming `traceparent`. Websockets get none (a span would last as long as the
+    connection); probes and scrapes (`EXCLUDED_PATHS`) neither.
+
+    Our own, not the maintained ASGI instrumentation's: that one collects a dozen
+    attributes and records two histograms on every request, sampled or not, for about
+    95 µs of CPU (a fifth of a trivial query; docs/benchmarks.md, "Tracing"). Here an
+    unsampled request costs the sampling decision and one context switch, and runs with
+    the instrumentations suppressed: its spans would be dropped anyway. Its trace id
+    still names it (request id, log lines)."""
+    return ServerSpans(app, route_of=route_of or (lambda path: path))
+
+
+EXCLUDED_PATHS = frozenset(("/health", "/ready", "/metrics"))
+
+
+class ServerSpans:
+    def __init__(self, app: Any, *, route_of: Callable[[str], str]) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.app = app
+        self.route_of = route_of
+        self._context = context
+        self._trace = trace
+        self._suppress_key = _SUPPRESS_INSTRUMENTATION_KEY
+        self._server = SpanKind.SERVER
+        self._propagator = TraceContextTextMapPropagator()
+
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        if scope["type"] != "http" or scope["path"] in EXCLUDED_PATHS or not ENABLED:
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Any, receive: Any, send: Any) -> None:
+        context, trace = self._context, self._trace
+        carrier: dict[str, str] = {}
+        for name, value in scope.get("headers") or ():
+            if name == b"traceparent" or name == b"tracestate":
+                carrier[name.decode()] = value.decode("latin-1")
+        parent = self._propagator.extract(carrier) if carrier else context.Context()
+        method = scope["method"]
+        span = _tracer.start_span(
+            f"{method} {self.route_of(scope['path'])}", context=parent, kind=self._server
+        )
+        recording = span.is_recording()
+        ctx = trace.set_span_in_context(span, parent)
+        if recording:
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("url.path", scope["path"])
+            span.set_attribute("url.scheme", scope.get("scheme", "http"))
+        else:
+            ctx = context.set_value(self._suppress_key, True, ctx)
+        token = context.attach(ctx)
+        try:
+            if not recording:
+                await self.app(scope, receive, send)
+                return
+
+            async def send_status(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        from opentelemetry.trace import Status, StatusCode
+
+                        span.set_status(Status(StatusCode.ERROR))
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_status)
+            except BaseException as exc:
+                span.record_exception(exc)
+                raise
+        finally:
+            context.detach(token)
+            span.end()
+
+
+def instrument_httpx(client: Any) -> None:
+    """Spans for the client's calls, with `traceparent` sent on."""
+    if not ENABLED:
+        return
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=_provider)
+
+
+def current_trace_id() -> str | None:
+    """The current trace's id (32 hex digits), sampled or not; None without one."""
+    if not ENABLED:
+        return None
+    trace_id = _current_span().get_span_context().trace_id
+    return format(trace_id, "032x") if trace_id else None
+
+
+# --- spans of our own ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def span(
+    name: str, attributes: Mapping[str, Any] | None = None, *, kind: str = "INTERNAL"
+) -> Iterator[Any]:
+    """A child of the current span. Callers check `ENABLED` first on hot paths; here it
+    is checked again so that a call while off is a no-op."""
+    if not active():
+        yield None
+        return
+    from opentelemetry.trace import SpanKind
+
+    with _tracer.start_as_current_span(name, kind=SpanKind[kind]) as current:
+        # Attributes only for a span that is kept: an unsampled one ignores them anyway.
+        if attributes and current.is_recording():
+            current.set_attributes(attributes)
+        yield current
+
+
+def use_case(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Decorates a use case (a coroutine function of resolvers/) with a span of its name."""
+    span_name = f"use_case {name}"
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not active():
+                return await fn(*args, **kwargs)
+            with _tracer.start_as_current_span(span_name):
+                return await fn(*args, **kwargs)
+
+        return traced
+
+    return decorate
+
+
+def name_operation(label: str, op_type: str) -> None:
+    """Names the current server span after the GraphQL operation (`query OrderList`) and
+    records its name and type: never its variables or document."""
+    from opentelemetry import trace
+
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.update_name(f"{op_type} {label}")
+        current.set_attribute("graphql.operation.name", label)
+        current.set_attribute("graphql.operation.type", op_type)
+
+
+@contextlib.contextmanager
+def operation_span(label: str, op_type: str) -> Iterator[None]:
+    """The GraphQL operation: one span per operation, none per field."""
+    with _tracer.start_as_current_span(f"{op_type} {label}") as current:
+        if current.is_recording():
+            current.set_attribute("graphql.operation.name", label)
+            current.set_attribute("graphql.operation.type", op_type)
+        yield
+
+
+@contextlib.contextmanager
+def statement_span(system: str, text: str) -> Iterator[None]:
+    """One database statement run by our own code (SQLite: PostgreSQL's come from the
+    asyncpg instrumentation). The text has placeholders only: values are bound. None
+    inside `quiet()`, as the instrumentations."""
+    if not active():
+        yield
+        return
+    with _tracer.start_as_current_span(
+        f"{system} {text.split(None, 1)[0] if text else 'statement'}"
+    ) as current:
+        if current.is_recording():
+            current.set_attribute("db.system", system)
+            current.set_attribute("db.statement", text)
+        yield
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """No spans from the instrumentations inside (a background loop's polling, which would
+    otherwise start a trace of its own every second)."""
+    if not ENABLED:
+        yield
+        return
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with suppress_instrumentation():
+        yield
+
+
+# --- the broker envelope ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def publish_span(
+    channel: str, *, relay: bool, event_id: int | None = None
+) -> Iterator[Callable[[bytes], bytes]]:
+    """A span for one published message; yields what wraps the message in its envelope
+    (the span's `traceparent` before the event's fields). The relay's publishes run in a
+    context of their own, out of its polling's `quiet()`."""
+    from opentelemetry import context, trace
+    from opentelemetry.trace import SpanKind
+
+    if not relay and not active():
+        # An unsampled request: no span, but the subscribers learn that its trace is not
+        # sampled (flags 00) and make none either.
+        yield functools.partial(_envelope, _traceparent(trace.get_current_span()))
+        return
+    parent = context.Context() if relay else None
+    with _tracer.start_as_current_span(
+        "events.publish", context=parent, kind=SpanKind.PRODUCER
+    ) as current:
+        token = context.attach(trace.set_span_in_context(current, context.Context()))
+        try:
+            if current.is_recording():
+                current.set_attribute("messaging.destination.name", channel)
+                current.set_attribute("messaging.operation", "publish")
+                if event_id is not None:  # the outbox row: finds the webhook's trace
+                    current.set_attribute("messaging.message.id", str(event_id))
+                if relay:
+                    current.set_attribute("order_service.relay", True)
+            yield functools.partial(_envelope, _traceparent(current))
+        finally:
+            context.detach(token)
+
+
+def _traceparent(current: Any) -> str:
+    ctx = current.get_span_context()
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def _envelope(traceparent: str, message: bytes) -> bytes:
+    if not message.startswith(b"{") or len(message) < 2:
+        return message
+    sep = b"" if message[1:2] == b"}" else b","
+    return ENVELOPE_PREFIX + traceparent.encode() + b'"' + sep + message[1:]
+
+
+def envelope_traceparent(message: bytes) -> str | None:
+    """The `traceparent` a broker message carries, if any (no JSON parsing)."""
+    if not message.startswith(ENVELOPE_PREFIX):
+        return None
+    start = len(ENVELOPE_PREFIX)
+    value = message[start : start + _TRACEPARENT_LEN]
+    if message[start + _TRACEPARENT_LEN : start + _TRACEPARENT_LEN + 1] != b'"':
+        return None
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+@contextlib.contextmanager
+def consume_span(message: bytes, channel: str) -> Iterator[None]:
+    """A subscriber feed taking one message: the child of the span that published it."""
+    from opentelemetry import context
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    traceparent = envelope_traceparent(message)
+    if traceparent is not None and traceparent.endswith("-00"):
+        yield  # the publisher's trace is not sampled: nothing to record
+        return
+    parent = (
+        TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+        if traceparent
+        else context.Context()
+    )
+    with _tracer.start_as_current_span(
+        "events.deliver", context=parent, kind=SpanKind.CONSUMER
+    ) as current:
+        if current.is_recording():
+            current.set_attribute("messaging.destination.name", channel)
+            current.set_attribute("messaging.operation", "process")
+        yield

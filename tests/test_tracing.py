@@ -1,0 +1,366 @@
+"""OpenTelemetry traces, seen through the SDK's in-memory exporter: which spans a request
+makes and how they nest, the trace context carried from a webhook through the broker to
+the subscribers (and from the outbox relay), an incoming `traceparent` continued and one
+sent on to the provider, the trace id as the request id, and nothing secret in a span."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+
+from infra import tracing
+from infra.broker import BrokerUnavailable
+from infra.logs import JsonFormatter
+from infra.settings import Settings
+from resolvers import catalog, events
+from resolvers.subscriptions import status_feed
+from tests.client import PASSWORD, GraphQLClient
+from tests.provider_server import (
+    initiate,
+    new_order,
+    open_client,
+    post_webhook,
+    scripted_provider,
+)
+
+INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+INCOMING = f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"
+
+
+class Traces:
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        self.exporter = exporter
+
+    @property
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans if s.name == name]
+
+    def one(self, name: str) -> ReadableSpan:
+        found = self.named(name)
+        assert len(found) == 1, (name, [s.name for s in self.spans])
+        return found[0]
+
+    def parent_of(self, span: ReadableSpan) -> ReadableSpan | None:
+        if span.parent is None:
+            return None
+        for other in self.spans:
+            if other.context.span_id == span.parent.span_id:
+                return other
+        return None
+
+    def ancestors(self, span: ReadableSpan) -> list[str]:
+        names = []
+        parent = self.parent_of(span)
+        while parent is not None:
+            names.append(parent.name)
+            parent = self.parent_of(parent)
+        return names
+
+    def all_attribute_text(self) -> str:
+        parts = []
+        for s in self.spans:
+            parts.append(s.name)
+            parts.extend(f"{k}={v}" for k, v in (s.attributes or {}).items())
+            for event in s.events:
+                parts.extend(f"{k}={v}" for k, v in (event.attributes or {}).items())
+        return "\n".join(parts)
+
+    async def wait_for(self, name: str, count: int = 1) -> list[ReadableSpan]:
+        for _ in range(200):
+            found = self.named(name)
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {name} span: {[s.name for s in self.spans]}")
+
+
+def _traces(sampler: Sampler) -> Iterator[Traces]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(provider)
+    try:
+        yield Traces(exporter)
+    finally:
+        tracing.disable()
+        provider.shutdown()
+
+
+@pytest.fixture
+def traces() -> Iterator[Traces]:
+    yield from _traces(ParentBased(ALWAYS_ON))
+
+
+def _trace_id(span: ReadableSpan) -> str:
+    return format(span.context.trace_id, "032x")
+
+
+async def test_an_operation_is_a_trace_of_operation_use_case_and_statements(
+    traces: Traces, client: GraphQLClient
+) -> None:
+    token = await client.signup("tracer@example.com")
+    traces.exporter.clear()
+    response = await client.http.post(
+        "/graphql",
+        json={
+            "query": "mutation Place($i: CreateOrderInput!) { createOrder(input: $i) { id } }",
+            "operationName": "Place",
+            "variables": {
+                "i": {"items": [{"sku": "WIDGET-001", "qty": 3}], "clientToken": "ct-77"}
+            },
+        },
+        headers={"authorization": f"Bearer {token}", "traceparent": INCOMING},
+    )
+    assert response.status_code == 200 and response.json()["data"]["createOrder"]["id"]
+
+    operation = traces.one("mutation Place")
+    assert operation.attributes is not None
+    assert operation.attributes["graphql.operation.name"] == "Place"
+    assert operation.attributes["graphql.operation.type"] == "mutation"
+    # The incoming traceparent is continued: the same trace, under the caller's span.
+    server = traces.parent_of(operation)
+    assert server is not None and server.kind.name == "SERVER"
+    assert _trace_id(server) == INCOMING_TRACE
+    assert server.parent is not None and format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
+    use_case = traces.one("use_case orders.create")
+    assert traces.parent_of(use_case) is operation
+    statements = [
+        s for s in traces.spans if (s.attributes or {}).get("db.system") in ("sqlite", "postgresql")
+    ]
+    assert statements, [s.name for s in traces.spans]
+    assert all("use_case orders.create" in traces.ancestors(s) for s in statements)
+    assert any("INSERT" in str((s.attributes or {}).get("db.statement")) for s in statements)
+    # The request id is the trace id: in the header, and so in logs and errors.
+    assert response.headers["x-request-id"] == INCOMING_TRACE
+    # Variables never become attributes: not the client token, not the quantities.
+    text = traces.all_attribute_text()
+    assert "ct-77" not in text and "WIDGET-001" not in text
+
+
+async def test_an_unexpected_error_names_the_trace_as_its_request_id(
+    traces: Traces, client: GraphQLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def explode(ctx: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(catalog, "list_products", explode)
+    response = await client.http.post(
+        "/graphql",
+        json={"query": "query Catalog { products { sku } }"},
+        headers={"x-request-id": "client-chosen"},
+    )
+    [error] = response.json()["errors"]
+    server = [s for s in traces.spans if s.kind.name == "SERVER"][-1]
+    assert error["extensions"] == {
+        "code": "INTERNAL_SERVER_ERROR",
+        "requestId": _trace_id(server),
+    }
+    assert response.headers["x-request-id"] == _trace_id(server)
+    assert traces.one("query Catalog").attributes["graphql.operation.type"] == "query"  # type: ignore[index]
+
+
+async def test_log_lines_carry_the_trace_id(traces: Traces) -> None:
+    logger = logging.getLogger("order_service.test_tracing")
+    with tracing.span("outer") as current:
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "hello", (), None)
+        line = orjson.loads(JsonFormatter().format(record))
+    assert line["trace_id"] == format(current.get_span_context().trace_id, "032x")
+
+
+async def test_no_password_token_or_email_reaches_a_span(
+    traces: Traces, client: GraphQLClient
+) -> None:
+    await client.signup("secretive@example.com", "correct horse battery staple")
+    result = await client.login("secretive@example.com", "correct horse battery staple")
+    token = result.ok()["login"]["accessToken"]
+    await client.execute("query Me { orders { total } }", token=token)
+    text = traces.all_attribute_text()
+    assert "correct horse" not in text
+    assert "secretive@example.com" not in text
+    assert token not in text and token.split(".")[2] not in text
+    assert PASSWORD not in text
+    assert traces.named("use_case accounts.login")
+
+
+async def test_the_provider_call_is_a_span_and_sends_the_trace_on(
+    traces: Traces, settings_factory: Any
+) -> None:
+    with scripted_provider() as provider:
+        settings: Settings = settings_factory(payment_provider_url=provider.url)
+        async with open_client(settings) as client:
+            token = await client.signup("payer@example.com")
+            order_id = await new_order(client, token)
+            traces.exporter.clear()
+            (await initiate(client, token, order_id)).ok()
+    [call] = [s for s in traces.spans if s.kind.name == "CLIENT" and "POST" in s.name]
+    assert "use_case payments.initiate" in traces.ancestors(call)
+    [received] = provider.requests
+    sent = received.headers["traceparent"]
+    assert sent.split("-")[1] == _trace_id(call)
+    assert sent.split("-")[2] == format(call.context.span_id, "016x")
+
+
+async def _paid_webhook(client: GraphQLClient) -> tuple[str, Any]:
+    token = await client.signup("hooked@example.com")
+    order_id = await new_order(client, token)
+    payment = (await initiate(client, token, order_id)).ok()["initiatePayment"]
+    secret = bytes(client.app.state.settings.webhook_secrets[0])
+    body = {"payment_id": payment["id"], "order_id": order_id, "status": "SUCCESS"}
+    return order_id, (body, secret)
+
+
+async def test_webhook_to_broker_to_subscriber_is_one_trace(
+    traces: Traces, client: GraphQLClient
+) -> None:
+    services = client.app.state.services
+    status_feed(services)  # a subscriber feed listens on this process
+    if getattr(services.broker, "listening", True) is False:
+        for _ in range(100):
+            if services.broker.listening:
+                break
+            await asyncio.sleep(0.05)
+    _, (body, secret) = await _paid_webhook(client)
+    traces.exporter.clear()
+    signed = await post_webhook(client, body, secret)
+    assert signed.status_code == 200
+
+    process = traces.one("webhook.process")
+    assert "POST /payments/webhook" in traces.ancestors(process)[0]
+    publish = (await traces.wait_for("events.publish"))[0]
+    assert "webhook.process" in traces.ancestors(publish)
+    assert "use_case payments.apply_webhook" in traces.ancestors(publish)
+    [deliver] = await traces.wait_for("events.deliver")
+    # The subscriber's span continues the publisher's, through the message's envelope.
+    assert deliver.parent is not None and deliver.parent.span_id == publish.context.span_id
+    assert deliver.context.trace_id == process.context.trace_id
+    assert deliver.kind.name == "CONSUMER" and publish.kind.name == "PRODUCER"
+    # The signature and the secret are in no span.
+    text = traces.all_attribute_text()
+    assert signed.request.headers["x-signature"] not in text
+    assert secret.decode() not in text
+
+
+async def test_what_the_relay_publishes_is_a_trace_of_its_own_the_subscriber_continues(
+    traces: Traces, client: GraphQLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = client.app.state.services
+    status_feed(services)
+    _, (body, secret) = await _paid_webhook(client)
+    real_publish = services.broker.publish
+
+    async def down(channel: str, message: bytes) -> None:
+        raise BrokerUnavailable("test: broker down")
+
+    monkeypatch.setattr(services.broker, "publish", down)
+    traces.exporter.clear()
+    assert (await post_webhook(client, body, secret)).status_code == 200
+    failed = traces.one("events.publish")
+    assert failed.status.status_code.name == "ERROR"
+
+    monkeypatch.setattr(services.broker, "publish", real_publish)
+    traces.exporter.clear()
+    with tracing.quiet():  # as server/app.py's relay loop runs it
+        assert await events.relay_once(services, min_age=timedelta(0)) >= 1
+    [relayed] = traces.named("events.publish")
+    assert relayed.parent is None  # a trace of its own
+    assert (relayed.attributes or {})["order_service.relay"] is True
+    assert (relayed.attributes or {})["messaging.message.id"] == (failed.attributes or {})[
+        "messaging.message.id"
+    ]
+    # The relay's polling made no spans of its own (no statements, no Redis commands):
+    # only the publish, and the broker's command within it.
+    others = [s for s in traces.spans if s.name not in ("events.deliver", "events.publish")]
+    assert all(traces.ancestors(s) == ["events.publish"] for s in others), others
+    [deliver] = await traces.wait_for("events.deliver")
+    assert deliver.parent is not None and deliver.parent.span_id == relayed.context.span_id
+
+
+async def test_subscribers_take_messages_without_an_envelope_and_old_ones_with_one(
+    traces: Traces,
+) -> None:
+    event = events.StatusEvent(1, 2, "PAID", "PENDING", 2, events.utcnow())
+    with tracing.publish_span("c", relay=False) as wrap:
+        wrapped = wrap(event.encode())
+    assert tracing.envelope_traceparent(wrapped) is not None
+    assert events.StatusEvent.decode(wrapped) == events.StatusEvent.decode(event.encode())
+    assert tracing.envelope_traceparent(event.encode()) is None
+    assert tracing.envelope_traceparent(b'{"_trace":"short"}') is None
+
+
+async def test_unsampled_requests_record_nothing_but_still_have_a_trace_id(
+    client: GraphQLClient,
+) -> None:
+    for traces in _traces(ParentBased(ALWAYS_OFF)):
+        response = await client.http.post("/graphql", json={"query": "{ __typename }"})
+        assert response.status_code == 200
+        token = await client.signup("unsampled@example.com")  # statements, bcrypt, Redis
+        await client.create_order(token, "u-1")
+        assert traces.spans == []
+        # The trace id still names the request.
+        request_id = response.headers["x-request-id"]
+        assert len(request_id) == 32 and int(request_id, 16) > 0
+
+
+async def test_probes_and_scrapes_make_no_spans(traces: Traces, client: GraphQLClient) -> None:
+    for path in ("/health", "/ready", "/metrics"):
+        assert (await client.http.get(path)).status_code == 200
+    assert [s for s in traces.spans if s.kind.name == "SERVER"] == []
+
+
+async def test_tracing_off_makes_no_spans_and_keeps_the_clients_request_id(
+    client: GraphQLClient,
+) -> None:
+    assert not tracing.ENABLED
+    response = await client.http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"x-request-id": "mine-1"}
+    )
+    assert response.headers["x-request-id"] == "mine-1"
+    assert tracing.current_trace_id() is None
+    with tracing.span("nothing") as current:
+        assert current is None
+
+
+@pytest.mark.parametrize(
+    ("env", "wanted"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "x"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
+    ],
+)
+def test_tracing_is_on_only_when_the_otel_variables_ask(env: dict[str, str], wanted: bool) -> None:
+    assert tracing.wanted(env) is wanted
+
+
+def test_configure_from_env_reads_the_sampler_and_exporter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_SERVICE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    try:
+        assert tracing.configure_from_env() is True
+        provider = tracing._provider
+        assert provider.sampler.rate == 0.25
+        assert provider.resource.attributes["service.name"] == "order-service"
+    finally:
+        tracing.disable()
