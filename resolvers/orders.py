@@ -190,8 +190,15 @@ async def create_order(
         await _spend_order_budget(ctx, user.id)
         new_lines = [queries.NewLine(i.sku, i.qty, prices[i.sku]) for i in normalised]
         lines = await queries.insert_lines(conn, order.id, new_lines)
+        created = await events.record_event(
+            conn,
+            order,
+            events.EventKind.CREATED,
+            source=events.source_of(user),
+            actor_id=user.id,
+        )
     services.metrics.orders_created.inc()
-    await events.after_commit(services, [], {user.id})
+    await events.after_commit(services, [created], {user.id})
     # A new order's view is all in hand: its lines, its owner, no payment yet.
     return OrderView(order=order, lines=lines, user=user)
 
@@ -334,8 +341,9 @@ async def change_status(
     current: OrderRow | None = None,
 ) -> tuple[OrderRow, events.StatusEvent]:
     """The one path for every status change: version check, transition rule and version
-    bump, in the caller's transaction (`current`: the order as the caller already read it
-    in that transaction). The caller records the returned event in the outbox."""
+        bump, in the caller's transaction (`current`: the order as the caller already read it
+        in that transaction). The caller records the returned event (a STATUS_CHANGED by
+    the system until it says who acted) with `events.record`, last in the transaction."""
     order = current or await queries.order_by_id(conn, order_id)
     if order is None:
         raise NotFound("Order not found.")
@@ -370,10 +378,10 @@ async def update_order_status(
     version: int,
     include: Include = Include(),
 ) -> OrderView:
-    await ctx.require_admin()
+    admin = await ctx.require_admin()
     order_id = parse_order_id(raw_id)
     async with ctx.services.db.begin() as conn:
         order, event = await change_status(conn, order_id, target, version)
-        row = await events.record(conn, event)
+        row = await events.record(conn, event, source=events.EventSource.ADMIN, actor_id=admin.id)
     await events.after_commit(ctx.services, [row], {order.user_id})
     return await load_view(ctx.services, order, include)

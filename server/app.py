@@ -45,8 +45,6 @@ log = logging.getLogger("order_service")
 
 RELAY_INTERVAL_SECONDS = 1.0
 RELAY_MIN_AGE = timedelta(seconds=2)
-OUTBOX_RETENTION = timedelta(days=1)
-PRUNE_EVERY_PASSES = 600
 REDIS_WATCH_INTERVAL_SECONDS = 1.0
 
 
@@ -86,8 +84,6 @@ async def _relay_forever(services: Services) -> None:
         passes += 1
         try:
             await events.relay_once(services, min_age=RELAY_MIN_AGE)
-            if passes % PRUNE_EVERY_PASSES == 0:
-                await events.prune_published(services, older_than=OUTBOX_RETENTION)
         except Exception as exc:
             # One traceback per outage, not one a second for as long as it lasts.
             if failing_since is None:
