@@ -138,9 +138,12 @@ def parse_cursor(raw: str) -> int:
     except (ValueError, UnicodeDecodeError):
         raise bad_cursor() from None
     digits = text.removeprefix(_CURSOR_PREFIX)
-    if digits == text or not digits.isdigit() or len(digits) > 18 or digits != str(int(digits)):
+    if digits == text or not digits.isdigit() or len(digits) > 18:
         raise bad_cursor()
-    return int(digits)
+    event_id = int(digits)
+    if event_id <= 0 or encode_cursor(event_id) != raw:
+        raise bad_cursor()  # one spelling per cursor
+    return event_id
 
 
 def bad_cursor() -> InvalidInput:
