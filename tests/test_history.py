@@ -29,6 +29,7 @@ from tests.provider_server import initiate, new_order, post_webhook
 
 pytestmark = pytest.mark.timeout(120)
 
+
 @pytest.fixture
 def settings(settings_factory: Any) -> Settings:
     # Writers racing: no order budget in the way.
