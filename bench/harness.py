@@ -36,11 +36,15 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import websockets
+from websockets.typing import Subprotocol
 
 from bench import profile as profiling
 from bench import report
 from bench.load import TOKEN_PLACEHOLDER, LoadResult, LoadSpec, have_wrk, run_load
 from infra.security import create_access_token
+from models.queries import EVENT_LOG_LOCK
+from resolvers.events import encode_cursor
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -178,6 +182,7 @@ class Run:
     tokens: dict[str, str] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
     fanout: list[dict[str, Any]] = field(default_factory=list)
+    replay: list[dict[str, Any]] = field(default_factory=list)
     profiles: list[dict[str, Any]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     stuck_shutdowns: list[str] = field(default_factory=list)
@@ -1074,6 +1079,126 @@ def run_fanout(run: Run, server: Server) -> None:
             stop_process_group(client.process)
 
 
+# -- replay: a subscriber resuming after missed events ----------------------------------------
+
+REPLAY_SUBSCRIPTION = (
+    "subscription($after: String) { orderEvents(after: $after) { cursor orderId kind status "
+    "version } }"
+)
+
+
+async def _subscribe_ws(ws_url: str, token: str, after: str | None) -> Any:
+    ws = await websockets.connect(
+        ws_url,
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+        max_size=None,
+    )
+    await ws.send(orjson.dumps({"type": "connection_init", "payload": {"authorization": token}}))
+    ack = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+    if ack.get("type") != "connection_ack":
+        raise AssertionError(f"no connection_ack: {ack}")
+    query = {"query": REPLAY_SUBSCRIPTION, "variables": {"after": after}}
+    await ws.send(orjson.dumps({"type": "subscribe", "id": "1", "payload": query}))
+    return ws
+
+
+async def _missed_events(run: Run, count: int) -> tuple[int, int]:
+    """`count` events written straight into the log (as committed changes that nobody
+    was subscribed to see), spread over 100 new orders; the log's head before them, and
+    the first order's id."""
+    orders = await _fanout_orders(run, 100)
+    conn = await _connect(run)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENT_LOG_LOCK)
+            head = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+            await conn.execute(
+                "INSERT INTO outbox (topic, payload, created_at, published_at, order_id, "
+                "user_id, kind, source, actor_id, status, previous_status, version) "
+                "SELECT 'order.status_changed', '{}', now(), now(), o.id, o.user_id, "
+                "'PAYMENT_FAILED', 'PAYMENT_PROVIDER', NULL, 'PENDING', NULL, 1 "
+                "FROM generate_series(1, $1) g JOIN orders o ON o.id = ($2::int[])[1 + g % 100]",
+                count,
+                orders,
+            )
+    finally:
+        await conn.close()
+    return int(head), orders[0]
+
+
+def run_replay(run: Run, server: Server, missed: int) -> None:
+    """A subscriber (ADMIN, every order) resumes after `missed` events it did not see:
+    time until it has them all, the server's CPU for it, and its memory meanwhile."""
+    what = f"replay of {missed:,} events"
+    ws_url = server.url.replace("http://", "ws://") + "/graphql"
+    token = run.tokens["admin"]
+
+    async def measure() -> dict[str, Any]:
+        # A live subscriber first: the feed is running, as on a server in use.
+        live = await _subscribe_ws(ws_url, token, None)
+        try:
+            head, order_id = await _missed_events(run, missed)
+            # One change through the service: the feed hears of it and reads the events
+            # before it from the log (a subscriber that was away missed those).
+            await _drive_events(server.url, token, [order_id], 1.0)
+            expected = missed + 1
+            for _ in range(expected):
+                frame = orjson.loads(await asyncio.wait_for(live.recv(), 120))
+                if frame.get("type") != "next":
+                    raise AssertionError(f"the live subscriber got {frame}")
+        finally:
+            await live.close()
+        await asyncio.sleep(0.5)
+        rss_before = rss_bytes(server.process.pid)
+        peak = rss_before
+        cpu_before = cpu_seconds([server.process.pid])
+        started = time.perf_counter()
+        ws = await _subscribe_ws(ws_url, token, encode_cursor(head))
+        cursors: list[str] = []
+        first_ms = 0.0
+        try:
+            while len(cursors) < expected:
+                frame = orjson.loads(await asyncio.wait_for(ws.recv(), 120))
+                if frame.get("type") != "next" or frame["payload"].get("errors"):
+                    raise AssertionError(f"the resuming subscriber got {frame}")
+                if not cursors:
+                    first_ms = (time.perf_counter() - started) * 1000
+                cursors.append(frame["payload"]["data"]["orderEvents"]["cursor"])
+                if len(cursors) % 1000 == 0:
+                    peak = max(peak, rss_bytes(server.process.pid))
+            elapsed = time.perf_counter() - started
+            cpu = cpu_seconds([server.process.pid]) - cpu_before
+            peak = max(peak, rss_bytes(server.process.pid))
+        finally:
+            await ws.close()
+        if len(set(cursors)) != expected:
+            raise AssertionError(f"{expected - len(set(cursors))} events came twice")
+        return {
+            "missed": missed,
+            "received": len(cursors),
+            "seconds": elapsed,
+            "first_event_ms": first_ms,
+            "events_per_second": expected / elapsed,
+            "cpu_seconds": cpu,
+            "cpu_us_per_event": cpu / expected * 1e6,
+            "rss_mb": rss_before / 2**20,
+            "rss_peak_growth_mb": (peak - rss_before) / 2**20,
+        }
+
+    try:
+        row = asyncio.run(measure())
+    except Exception as exc:
+        log(f"FAILED {what}: {exc!r}")
+        run.failures.append(Failure(what, repr(exc)[:500]))
+        return
+    run.replay.append(row)
+    log(
+        f"{what}: {row['seconds']:.2f} s ({row['events_per_second']:,.0f} events/s), first "
+        f"after {row['first_event_ms']:.0f} ms, server CPU {row['cpu_seconds']:.2f} s "
+        f"({row['cpu_us_per_event']:.0f} us/event), RSS +{row['rss_peak_growth_mb']:.1f} MB"
+    )
+
+
 # -- machine -----------------------------------------------------------------------------
 
 
@@ -1174,7 +1299,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fanout", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1000,5000")
     p.add_argument("--fanout-rate", type=float, help="status changes per second")
     p.add_argument("--fanout-events", type=int, help="status changes per level")
-    p.add_argument("--only", default="", help="comma-separated: reference,http1,http2,fanout")
+    p.add_argument(
+        "--only", default="", help="comma-separated: reference,http1,http2,fanout,replay"
+    )
+    p.add_argument("--replay-events", type=int, help="events a resuming subscriber missed")
     p.add_argument("--connections", type=int, help="concurrent connections (default 32)")
     p.add_argument("--no-profile", dest="profile", action="store_false", default=None)
     p.add_argument("--profile-seconds", type=float, default=4.0)
@@ -1197,6 +1325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "fanout": [100] if smoke else [1000, 5000, 10000],
         "fanout_rate": 5.0 if smoke else 2.0,
         "fanout_events": 5 if smoke else 10,
+        "replay_events": 500 if smoke else 10_000,
         "profile": not smoke,
         "connections": 8 if smoke else 32,
         "wrk": have_wrk(),
@@ -1207,7 +1336,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.wrk and not have_wrk():
         p.error("wrk is not installed (apt-get install wrk), or pass --pyload")
     args.only = set(filter(None, args.only.split(","))) or (
-        {"http1", "fanout"} if smoke else {"reference", "http1", "http2", "fanout"}
+        {"http1", "fanout", "replay"}
+        if smoke
+        else {"reference", "http1", "http2", "fanout", "replay"}
     )
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="bench-smoke-")) if smoke else REPO / "docs"
@@ -1247,6 +1378,12 @@ def full_suites(run: Run) -> None:
             run_fanout(run, server)
         finally:
             run.stop_server(server)
+    if "replay" in only:
+        server = run.start_server("replay", workers=1, pinned=True)
+        try:
+            run_replay(run, server, run.args.replay_events)
+        finally:
+            run.stop_server(server)
 
 
 def smoke_suites(run: Run) -> None:
@@ -1267,7 +1404,10 @@ def smoke_suites(run: Run) -> None:
     cold_suite(run, cold, "1w-pinned")
     run.stop_server(cold, wait=False)
     warm_suite(run, warm, "1w-pinned")
-    run_fanout(run, warm)
+    if "fanout" in run.args.only:
+        run_fanout(run, warm)
+    if "replay" in run.args.only:
+        run_replay(run, warm, run.args.replay_events)
     run.stop_server(warm, wait=False)
 
 
@@ -1329,6 +1469,7 @@ def main(argv: list[str] | None = None) -> int:
                 "connections": args.connections,
                 "fanout_rate": args.fanout_rate,
                 "fanout_events": args.fanout_events,
+                "replay": run.replay,
                 "tool": "wrk" if args.wrk else "bench.pyload",
                 "stuck_shutdowns": run.stuck_shutdowns,
             },
