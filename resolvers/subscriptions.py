@@ -287,6 +287,7 @@ class StatusFeed:
                         )
                 except Exception:
                     failures += 1
+                    full = False  # wait before trying again
                     if failures == 1:
                         log.warning("reading missed events failed; retrying", exc_info=True)
                     continue

@@ -458,3 +458,44 @@ async def test_a_visible_cursor_never_has_an_earlier_one_still_to_commit(
     assert len(snapshots) > 3
     for head, seen in snapshots:
         assert {i for i in final if i is not None and i <= head} == seen
+
+
+async def test_a_long_replay_reads_the_log_a_page_at_a_time(
+    client: GraphQLClient, app: Starlette, admin_token: str, user_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A replay of many events never holds more than a page in memory, and other work goes
+    on between its pages (the loop is not held)."""
+    from resolvers import subscriptions
+
+    monkeypatch.setattr(subscriptions, "REPLAY_PAGE", 50)
+    services: Services = app.state.services
+    order_id = await new_order(client, user_token)
+    [created] = await _history(client, user_token, order_id)
+    async with services.db.begin() as conn:
+        order = await queries.order_by_id(conn, int(order_id))
+        assert order is not None
+        for _ in range(300):
+            await events.record_event(
+                conn, order, events.EventKind.PAYMENT_FAILED,
+                source=events.EventSource.PAYMENT_PROVIDER,
+            )  # fmt: skip
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.ensure_future(ticker())
+    stream = _stream(app, admin_token, after=created["cursor"])
+    with services.db.recording_statements() as statements:
+        got = await _take(stream, 300)
+    running.cancel()
+    await stream.aclose()
+    assert [e.kind for e in got] == ["PAYMENT_FAILED"] * 300
+    assert len({e.id for e in got}) == 300
+    scans = [s for s in statements if "ORDER BY outbox.id" in s and "LIMIT" in s]
+    assert len(scans) >= 300 // 50, statements
+    assert ticks > 300 // 50
