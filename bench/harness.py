@@ -1093,12 +1093,14 @@ async def _subscribe_ws(ws_url: str, token: str, after: str | None) -> Any:
         subprotocols=[Subprotocol("graphql-transport-ws")],
         max_size=None,
     )
-    await ws.send(orjson.dumps({"type": "connection_init", "payload": {"authorization": token}}))
+    await ws.send(
+        orjson.dumps({"type": "connection_init", "payload": {"authorization": token}}).decode()
+    )
     ack = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
     if ack.get("type") != "connection_ack":
         raise AssertionError(f"no connection_ack: {ack}")
     query = {"query": REPLAY_SUBSCRIPTION, "variables": {"after": after}}
-    await ws.send(orjson.dumps({"type": "subscribe", "id": "1", "payload": query}))
+    await ws.send(orjson.dumps({"type": "subscribe", "id": "1", "payload": query}).decode())
     return ws
 
 
@@ -1111,7 +1113,14 @@ async def _missed_events(run: Run, count: int) -> tuple[int, int]:
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENT_LOG_LOCK)
-            head = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+            # The last event the resuming subscriber saw (its cursor), then the ones it missed.
+            head = await conn.fetchval(
+                "INSERT INTO outbox (topic, payload, created_at, published_at, order_id, "
+                "user_id, kind, source, status, version) SELECT 'order.status_changed', '{}', "
+                "now(), now(), o.id, o.user_id, 'PAYMENT_FAILED', 'PAYMENT_PROVIDER', 'PENDING', "
+                "1 FROM orders o WHERE o.id = $1 RETURNING id",
+                orders[0],
+            )
             await conn.execute(
                 "INSERT INTO outbox (topic, payload, created_at, published_at, order_id, "
                 "user_id, kind, source, actor_id, status, previous_status, version) "
@@ -1142,7 +1151,7 @@ def run_replay(run: Run, server: Server, missed: int) -> None:
             # before it from the log (a subscriber that was away missed those).
             await _drive_events(server.url, token, [order_id], 1.0)
             expected = missed + 1
-            for _ in range(expected):
+            for _ in range(expected + 1):  # the resuming subscriber's last one too
                 frame = orjson.loads(await asyncio.wait_for(live.recv(), 120))
                 if frame.get("type") != "next":
                     raise AssertionError(f"the live subscriber got {frame}")
