@@ -126,8 +126,17 @@ async def hash_password(password: str, *, rounds: int) -> str:
     return hashed.decode()
 
 
+# bcrypt reads at most 72 bytes, and bcrypt 5 refuses a longer password with ValueError.
+BCRYPT_MAX_BYTES = 72
+
+
 async def verify_password(password: str, password_hash: str) -> bool:
-    return await hashing_pool().run(bcrypt.checkpw, password.encode(), password_hash.encode())
+    """A password longer than bcrypt reads was never stored (signup takes 8 to 72 bytes):
+    it is checked on its first 72 bytes, taking as long as any check, and never matches."""
+    encoded = password.encode()
+    checked = encoded[:BCRYPT_MAX_BYTES]
+    matched = await hashing_pool().run(bcrypt.checkpw, checked, password_hash.encode())
+    return matched and len(encoded) <= BCRYPT_MAX_BYTES
 
 
 async def burn_password_check(password: str, *, rounds: int) -> None:
@@ -139,7 +148,8 @@ async def burn_password_check(password: str, *, rounds: int) -> None:
         salt = bcrypt.gensalt(rounds=rounds)
         made = await hashing_pool().run(bcrypt.hashpw, b"no-such-user-password", salt)
         dummy = _dummy_hashes[rounds] = made.decode()
-    await hashing_pool().run(bcrypt.checkpw, password.encode(), dummy.encode())
+    checked = password.encode()[:BCRYPT_MAX_BYTES]
+    await hashing_pool().run(bcrypt.checkpw, checked, dummy.encode())
 
 
 _dummy_hashes: dict[int, str] = {}

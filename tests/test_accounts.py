@@ -77,6 +77,17 @@ async def test_wrong_password_and_unknown_email_look_the_same(client: GraphQLCli
     assert wrong.errors[0]["message"] == unknown.errors[0]["message"]
 
 
+async def test_a_password_longer_than_bcrypt_reads_is_just_wrong(client: GraphQLClient) -> None:
+    """bcrypt 5 refuses more than 72 bytes (a ValueError, once a 500); no stored password is
+    that long, and one that starts with a real password's 72 bytes does not match it."""
+    await client.signup("long@example.com", "z" * 72)
+    for password in ("x" * 130, "z" * 73, "é" * 40):
+        for email in ("long@example.com", "nobody@example.com"):
+            result = await client.login(email, password)
+            assert result.code == "INVALID_CREDENTIALS", (email, len(password))
+    assert (await client.login("long@example.com", "z" * 72)).ok()
+
+
 async def test_me_without_a_token_is_unauthenticated(client: GraphQLClient) -> None:
     assert (await client.execute("{ me { email } }")).code == "UNAUTHENTICATED"
 
