@@ -38,6 +38,7 @@ from bench.workloads.fanout import run_fanout
 from bench.workloads.overhead import overhead_workloads
 from bench.workloads.reads import read_workloads
 from bench.workloads.reference import reference_suite
+from bench.workloads.replay import run_replay
 from bench.workloads.webhooks import webhook_workloads
 from bench.workloads.writes import write_workloads
 
@@ -227,7 +228,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fanout", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1000,5000")
     p.add_argument("--fanout-rate", type=float, help="status changes per second")
     p.add_argument("--fanout-events", type=int, help="status changes per level")
-    p.add_argument("--only", default="", help="comma-separated: reference,http1,http2,fanout")
+    p.add_argument(
+        "--only", default="", help="comma-separated: reference,http1,http2,fanout,replay"
+    )
+    p.add_argument("--replay-events", type=int, help="events a resuming subscriber missed")
     p.add_argument("--connections", type=int, help="concurrent connections (default 32)")
     p.add_argument("--no-profile", dest="profile", action="store_false", default=None)
     p.add_argument("--profile-seconds", type=float, default=4.0)
@@ -250,6 +254,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "fanout": [100] if smoke else [1000, 5000, 10000],
         "fanout_rate": 5.0 if smoke else 2.0,
         "fanout_events": 5 if smoke else 10,
+        "replay_events": 500 if smoke else 10_000,
         "profile": not smoke,
         "connections": 8 if smoke else 32,
         "wrk": have_wrk(),
@@ -260,7 +265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.wrk and not have_wrk():
         p.error("wrk is not installed (apt-get install wrk), or pass --pyload")
     args.only = set(filter(None, args.only.split(","))) or (
-        {"http1", "fanout"} if smoke else {"reference", "http1", "http2", "fanout"}
+        {"http1", "fanout", "replay"}
+        if smoke
+        else {"reference", "http1", "http2", "fanout", "replay"}
     )
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="bench-smoke-")) if smoke else REPO / "docs"
@@ -300,6 +307,12 @@ def full_suites(run: Run) -> None:
             run_fanout(run, server)
         finally:
             run.stop_server(server)
+    if "replay" in only:
+        server = run.start_server("replay", workers=1, pinned=True)
+        try:
+            run_replay(run, server, run.args.replay_events)
+        finally:
+            run.stop_server(server)
 
 
 def smoke_suites(run: Run) -> None:
@@ -320,7 +333,10 @@ def smoke_suites(run: Run) -> None:
     cold_suite(run, cold, "1w-pinned")
     run.stop_server(cold, wait=False)
     warm_suite(run, warm, "1w-pinned")
-    run_fanout(run, warm)
+    if "fanout" in run.args.only:
+        run_fanout(run, warm)
+    if "replay" in run.args.only:
+        run_replay(run, warm, run.args.replay_events)
     run.stop_server(warm, wait=False)
 
 
@@ -382,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 "connections": args.connections,
                 "fanout_rate": args.fanout_rate,
                 "fanout_events": args.fanout_events,
+                "replay": run.replay,
                 "tool": "wrk" if args.wrk else "bench.pyload",
                 "stuck_shutdowns": run.stuck_shutdowns,
             },

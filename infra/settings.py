@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     ws_max_pending_per_address: int = Field(20, ge=1)
     ws_max_pending_per_instance: int = Field(1000, ge=1)
     subscriber_queue_size: int = Field(256, ge=1)
+    # How far back a subscription may resume (`after`); history itself is kept.
+    event_replay_days: float = Field(7.0, gt=0)
     # off: only the libraries' public paths (Strawberry's view, executor, websocket
     # handlers and document caches), for when a library upgrade breaks a fast path.
     fast_paths: bool = True

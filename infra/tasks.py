@@ -11,8 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 log = logging.getLogger("order_service.tasks")
+
+# Set for the app's own background work (the relay, the published marks, the Redis watch,
+# the broker's listener and what they start): tasks inherit it from where they were made.
+BACKGROUND: ContextVar[bool] = ContextVar("background", default=False)
+
+
+@contextmanager
+def background() -> Iterator[None]:
+    """Tasks created inside are the app's background work (`BACKGROUND`)."""
+    token = BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        BACKGROUND.reset(token)
+
 
 RECANCEL_EVERY_SECONDS = 0.2
 

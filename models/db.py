@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from infra.tasks import BACKGROUND
 from models.pool import ConnectionPool
 from models.sql import (
     Connection,
@@ -198,10 +199,12 @@ class Database:
     @contextlib.contextmanager
     def recording_statements(self) -> Iterator[list[str]]:
         """Every statement run while the block runs, by either way in (BEGIN, COMMIT
-        and pragmas left out)."""
+        and pragmas left out, and the app's background work: infra.tasks.BACKGROUND)."""
         statements: list[str] = []
 
         def record(sql: str) -> None:
+            if BACKGROUND.get():
+                return  # the relay's poll, say: not what the block ran
             if not sql.lstrip().upper().startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK")):
                 statements.append(sql)
 

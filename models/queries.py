@@ -24,9 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    and_,
     bindparam,
-    delete,
     func,
     literal_column,
     null,
@@ -912,8 +910,27 @@ async def order_stats(
 
 # -- outbox ------------------------------------------------------------------------------
 
-_INSERT_OUTBOX = Statement(
-    lambda d: _insert(d, outbox, ["topic", "payload", "created_at"]).returning(*OUTBOX)
+
+# -- the order event log (the outbox) -----------------------------------------------------
+
+_EVENT_COLUMNS = [
+    "topic",
+    "payload",
+    "created_at",
+    "order_id",
+    "user_id",
+    "kind",
+    "source",
+    "actor_id",
+    "status",
+    "previous_status",
+    "version",
+]
+_INSERT_OUTBOX = Statement(lambda d: _insert(d, outbox, _EVENT_COLUMNS).returning(*OUTBOX))
+# Held to the commit: event ids are handed out in commit order (resolvers/events.py).
+EVENT_LOG_LOCK = 0x0E7E17
+_LOCK_EVENT_LOG = Statement(
+    lambda d: select(func.pg_advisory_xact_lock(literal_column(str(EVENT_LOG_LOCK))))
 )
 _MARK_PUBLISHED = Statement(
     lambda d: update(outbox).where(d.one_of(outbox.c.id, "ids")).values(published_at=_p("now"))
@@ -935,18 +952,32 @@ _READ_UNPUBLISHED = Statement(_unpublished)
 _NEWEST_OUTBOX = Statement(
     lambda d: select(*OUTBOX).order_by(outbox.c.id.desc()).limit(bindparam("limit", type_=Integer))
 )
-_PRUNE_OUTBOX = Statement(
-    lambda d: delete(outbox).where(
-        and_(outbox.c.published_at.is_not(None), outbox.c.published_at < _p("published_before"))
-    )
-)
 _OUTBOX_BACKLOG = Statement(
     lambda d: select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
 )
+_EVENTS_OF_ORDER = Statement(
+    lambda d: select(*OUTBOX).where(outbox.c.order_id == _p("order_id")).order_by(outbox.c.id)
+)
+_EVENT_HEAD = Statement(lambda d: select(func.coalesce(func.max(outbox.c.id), 0)))
+_EVENT_AT_OR_BEFORE = Statement(
+    lambda d: (
+        select(outbox.c.created_at)
+        .where(outbox.c.id <= _p("id"))
+        .order_by(outbox.c.id.desc())
+        .limit(1)
+    )
+)
 
 
-async def insert_outbox(conn: Connection, topic: str, payload: str, now: datetime) -> OutboxRow:
-    row = await conn.one(_INSERT_OUTBOX, OutboxRow, topic=topic, payload=payload, created_at=now)
+async def insert_outbox(
+    conn: Connection, topic: str, payload: str, now: datetime, **event: Any
+) -> OutboxRow:
+    """An event of the log; `event` holds its columns (order_id, user_id, kind, ...)."""
+    if conn.dialect.is_postgres:
+        await conn.value(_LOCK_EVENT_LOG)
+    row = await conn.one(
+        _INSERT_OUTBOX, OutboxRow, topic=topic, payload=payload, created_at=now, **event
+    )
     assert row is not None  # an insert without a conflict clause always writes its row
     return row
 
@@ -969,10 +1000,6 @@ async def newest_outbox(conn: Connection, limit: int) -> list[OutboxRow]:
     return await conn.rows(_NEWEST_OUTBOX, OutboxRow, limit=limit)
 
 
-async def prune_outbox(conn: Connection, published_before: datetime) -> int:
-    return await conn.execute(_PRUNE_OUTBOX, published_before=published_before)
-
-
 async def outbox_backlog(conn: Connection) -> int:
     return int(await conn.value(_OUTBOX_BACKLOG))
 
@@ -992,3 +1019,60 @@ async def payments_needing_refund(conn: Connection) -> int:
 
 async def dead_letter_count(conn: Connection) -> int:
     return int(await conn.value(_DEAD_LETTER_COUNT))
+
+
+async def events_of_order(conn: Connection, order_id: int) -> list[OutboxRow]:
+    """Every event of one order, oldest first."""
+    return await conn.rows(_EVENTS_OF_ORDER, OutboxRow, order_id=order_id)
+
+
+async def event_head(conn: Connection) -> int:
+    """The newest event's id (0 for none): every event up to it is committed."""
+    return int(await conn.value(_EVENT_HEAD))
+
+
+async def event_time_at_or_before(conn: Connection, event_id: int) -> datetime | None:
+    """When the event `event_id` (or the last one before it) was written."""
+    value = await conn.value(_EVENT_AT_OR_BEFORE, id=event_id)
+    return None if value is None else tables.as_utc(value)
+
+
+@lru_cache(maxsize=16)
+def _scan_statement(by_user: bool, by_order: bool, status_only: bool) -> Statement:
+    def build(d: Dialect) -> Any:
+        conditions = [outbox.c.id > _p("after"), outbox.c.id <= _p("upto")]
+        if by_user:
+            conditions.append(outbox.c.user_id == _p("user_id"))
+        if by_order:
+            conditions.append(outbox.c.order_id == _p("order_id"))
+        if status_only:
+            conditions.append(outbox.c.previous_status.is_not(None))
+        return (
+            select(*OUTBOX)
+            .where(*conditions)
+            .order_by(outbox.c.id)
+            .limit(bindparam("limit", type_=Integer))
+        )
+
+    return Statement(build)
+
+
+async def scan_events(
+    conn: Connection,
+    *,
+    after: int,
+    upto: int,
+    limit: int,
+    user_id: int | None = None,
+    order_id: int | None = None,
+    status_only: bool = False,
+) -> list[OutboxRow]:
+    """Events with `after < id <= upto` (of one owner, one order, status changes only),
+    oldest first, at most `limit`."""
+    stmt = _scan_statement(user_id is not None, order_id is not None, status_only)
+    params: dict[str, Any] = {"after": after, "upto": upto, "limit": limit}
+    if user_id is not None:
+        params["user_id"] = user_id
+    if order_id is not None:
+        params["order_id"] = order_id
+    return await conn.rows(stmt, OutboxRow, **params)

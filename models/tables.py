@@ -166,10 +166,23 @@ class WebhookDelivery(SQLModel, table=True):
 
 
 class OutboxEvent(SQLModel, table=True):
-    """Events written in the transaction that caused them; a relay publishes them."""
+    """The order event log (docs/events.md): one row per committed change of an order,
+    written in the transaction that made it. The relay publishes what the request path
+    did not (`published_at`); `Order.history` reads it; a subscription resumes from it.
+
+    Rows are kept for the life of their order (deleted with it); `EVENT_REPLAY_DAYS`
+    bounds how far back a subscription may resume, not what is kept. `id` is the cursor:
+    ids are handed out in commit order (see `resolvers.events.record`).
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "published_at", "id"),
+        Index("ix_outbox_order", "order_id", "id"),
+        Index("ix_outbox_user", "user_id", "id"),
+        # SQLite: never reuse the id of a deleted row (a cursor names it).
+        {"sqlite_autoincrement": True},
+    )
 
     id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
     topic: str = Field(max_length=64)
@@ -178,6 +191,14 @@ class OutboxEvent(SQLModel, table=True):
     published_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    order_id: int = Field(foreign_key="orders.id", ondelete="CASCADE")
+    user_id: int  # the order's owner: who may see the event besides admins
+    kind: str = Field(max_length=24)
+    source: str = Field(max_length=24)
+    actor_id: int | None = Field(default=None)
+    status: str = Field(max_length=16)
+    previous_status: str | None = Field(default=None, max_length=16)
+    version: int
 
 
 DEFAULT_CATALOG = (

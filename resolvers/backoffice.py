@@ -100,7 +100,7 @@ async def retry_dead_letter(ctx: RequestContext, raw_id: str) -> PaymentRow:
     """Ask the provider again: for a payment, under initiatePayment's rules (the order
     must still be PENDING; a PENDING payment is answered as it is); for a refund, under
     refundPayment's. `retriedAt` is stamped when the provider was asked, whatever it said."""
-    await ctx.require_admin()
+    admin = await ctx.require_admin()
     letter_id = orders.as_order_id(raw_id)  # a whole number in the id column's range
     letter = None
     if letter_id is not None:
@@ -110,7 +110,7 @@ async def retry_dead_letter(ctx: RequestContext, raw_id: str) -> PaymentRow:
         raise NotFound("Dead letter not found.")
     try:
         if letter.kind == DEAD_LETTER_REFUND:
-            payment = await refunds.refund(ctx, letter.payment_id)
+            payment = await refunds.refund(ctx, letter.payment_id, admin_id=admin.id)
         else:
             payment = await payments.initiate_payment(ctx, str(letter.order_id))
     except PaymentProviderUnavailable:

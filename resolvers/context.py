@@ -81,6 +81,8 @@ class RequestContext:
     claims: TokenClaims | None = None
     connection_params: dict[str, Any] | None = None
     operation_name: str | None = None
+    # Users named by the events this request read (resolvers/history.py), by id.
+    actors: dict[int, UserRow | None] | None = None
     _user: asyncio.Future[UserRow | None] | None = None
     _user_loaded_at: float = 0.0
 

@@ -76,6 +76,14 @@ class PaymentProviderUnavailable(DomainError):
     default_message = "The payment provider is unavailable; try again later."
 
 
+class CursorExpired(DomainError):
+    code = "CURSOR_EXPIRED"
+    default_message = (
+        "This cursor is older than the replay window: read the orders again, "
+        "then subscribe without `after`."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     field: str

@@ -9,19 +9,24 @@ is published again by the relay, and subscribers drop the duplicate by (order, v
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 import orjson
 
 from infra import tracing
 from infra.broker import BrokerUnavailable
 from models import queries
-from models.rows import OutboxRow
+from models.rows import OrderRow, OutboxRow, UserRow
 from models.sql import Connection
+from models.state import Role
 from models.tables import as_utc, utcnow
 from resolvers.context import Services
+from resolvers.errors import FieldError, InvalidInput
 
 log = logging.getLogger("order_service.events")
 
@@ -34,14 +39,46 @@ REPLAY_MARGIN = timedelta(seconds=5)
 MARK_EVERY_SECONDS = 0.05
 
 
+class EventKind(StrEnum):
+    CREATED = "CREATED"
+    STATUS_CHANGED = "STATUS_CHANGED"
+    PAYMENT_INITIATED = "PAYMENT_INITIATED"
+    PAYMENT_SUCCEEDED = "PAYMENT_SUCCEEDED"
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    REFUND_NEEDED = "REFUND_NEEDED"
+    REFUNDED = "REFUNDED"
+
+
+class EventSource(StrEnum):
+    USER = "USER"
+    ADMIN = "ADMIN"
+    PAYMENT_PROVIDER = "PAYMENT_PROVIDER"
+    SYSTEM = "SYSTEM"
+
+
 @dataclass(frozen=True, slots=True)
 class StatusEvent:
+    """One event of an order as it travels: in the log, on the broker, to subscribers.
+
+    `id` is its place in the log (the cursor); None for an event not written yet, or one
+    published by an older release (delivered unordered, deduplicated by version).
+    `previous_status` is set when the event changed the order's status.
+    """
+
     order_id: int
     user_id: int
     status: str
-    previous_status: str
+    previous_status: str | None
     version: int
     changed_at: datetime
+    id: int | None = None
+    kind: str = EventKind.STATUS_CHANGED.value
+    source: str = EventSource.SYSTEM.value
+    actor_id: int | None = None
+
+    @property
+    def changed_status(self) -> bool:
+        return self.previous_status is not None
 
     def encode(self) -> bytes:
         # Field by field: dataclasses.asdict deep-copies every value (~2% of a webhook).
@@ -53,6 +90,10 @@ class StatusEvent:
                 "previous_status": self.previous_status,
                 "version": self.version,
                 "changed_at": as_utc(self.changed_at).isoformat(),
+                "id": self.id,
+                "kind": self.kind,
+                "source": self.source,
+                "actor_id": self.actor_id,
             }
         )
 
@@ -63,15 +104,132 @@ class StatusEvent:
         data["changed_at"] = datetime.fromisoformat(data["changed_at"])
         return cls(**data)
 
+    @classmethod
+    def of_row(cls, row: OutboxRow) -> StatusEvent:
+        return cls(
+            order_id=row.order_id,
+            user_id=row.user_id,
+            status=row.status,
+            previous_status=row.previous_status,
+            version=row.version,
+            changed_at=as_utc(row.created_at),
+            id=row.id,
+            kind=row.kind,
+            source=row.source,
+            actor_id=row.actor_id,
+        )
+
+
+# -- cursors -----------------------------------------------------------------------------
+
+_CURSOR_PREFIX = "ev1:"
+_MAX_CURSOR_CHARS = 40
+
+
+def encode_cursor(event_id: int) -> str:
+    """The opaque cursor of an event: its log id, wrapped so clients do not build them."""
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{event_id}".encode()).decode().rstrip("=")
+
+
+def parse_cursor(raw: str) -> int:
+    """The log id a cursor names; `InvalidInput` (BAD_USER_INPUT) if it is not one."""
+    if not isinstance(raw, str) or not 0 < len(raw) <= _MAX_CURSOR_CHARS or not raw.isascii():
+        raise bad_cursor()
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise bad_cursor() from None
+    digits = text.removeprefix(_CURSOR_PREFIX)
+    if digits == text or not digits.isdigit() or len(digits) > 18:
+        raise bad_cursor()
+    event_id = int(digits)
+    if event_id <= 0 or encode_cursor(event_id) != raw:
+        raise bad_cursor()  # one spelling per cursor
+    return event_id
+
+
+def bad_cursor() -> InvalidInput:
+    return InvalidInput([FieldError("after", "not a cursor this service handed out")])
+
+
+def source_of(user: UserRow) -> EventSource:
+    """How an event made by a signed-in person is sourced: by their role."""
+    return EventSource.ADMIN if user.role == Role.ADMIN.value else EventSource.USER
+
 
 def order_cache_scopes(user_ids: set[int]) -> list[str]:
     """Cache scopes a change to these users' orders makes stale."""
     return ["orders:all", *(f"orders:user:{u}" for u in sorted(user_ids))]
 
 
-async def record(conn: Connection, event: StatusEvent) -> OutboxRow:
-    """The event's outbox row, in the caller's transaction."""
-    return await queries.insert_outbox(conn, ORDER_STATUS_TOPIC, event.encode().decode(), utcnow())
+async def record(
+    conn: Connection,
+    event: StatusEvent,
+    *,
+    kind: EventKind | None = None,
+    source: EventSource | None = None,
+    actor_id: int | None = None,
+) -> OutboxRow:
+    """Write `event` to the log in the caller's transaction (`kind`, `source`,
+    `actor_id` override the event's own). Call it last in the transaction: on
+    PostgreSQL it takes the log's lock, held until the commit, so that ids are handed
+    out in commit order (docs/events.md)."""
+    if kind is not None or source is not None or actor_id is not None:
+        event = dataclasses.replace(
+            event,
+            kind=(kind or event.kind),
+            source=(source or event.source),
+            actor_id=actor_id if actor_id is not None else event.actor_id,
+        )
+    return await queries.insert_outbox(
+        conn,
+        ORDER_STATUS_TOPIC,
+        event.encode().decode(),
+        utcnow(),
+        order_id=event.order_id,
+        user_id=event.user_id,
+        kind=str(event.kind),
+        source=str(event.source),
+        actor_id=event.actor_id,
+        status=event.status,
+        previous_status=event.previous_status,
+        version=event.version,
+    )
+
+
+async def record_event(
+    conn: Connection,
+    order: OrderRow,
+    kind: EventKind,
+    *,
+    source: EventSource,
+    actor_id: int | None = None,
+    previous_status: str | None = None,
+) -> OutboxRow:
+    """Record one event of any kind for `order` (the order as it is after the change),
+    inside the caller's transaction: the one way to add to an order's history.
+
+    `previous_status` only when the change moved the order's status; `actor_id` for a
+    signed-in person (`source` USER or ADMIN, see `source_of`), None for the payment
+    provider and the system. Call it as the last write of the transaction, and hand the
+    returned row to `after_commit` once committed so that subscribers get it now (the
+    relay publishes it otherwise). E.g. a refund: `record_event(conn, order,
+    EventKind.REFUNDED, source=EventSource.ADMIN, actor_id=admin.id)`.
+    """
+    return await record(
+        conn,
+        StatusEvent(
+            order_id=order.id,
+            user_id=order.user_id,
+            status=order.status,
+            previous_status=previous_status,
+            version=order.version,
+            changed_at=utcnow(),
+            kind=kind.value,
+            source=source.value,
+            actor_id=actor_id,
+        ),
+    )
 
 
 async def after_commit(services: Services, rows: list[OutboxRow], user_ids: set[int]) -> None:
@@ -99,15 +257,15 @@ async def _publish(services: Services, rows: list[OutboxRow], *, relay: bool = F
     published: list[int] = []
     for row in rows:
         try:
+            payload = StatusEvent.of_row(row).encode()
             if tracing.ENABLED:
                 # The message's envelope carries the span's traceparent to the subscribers.
                 with tracing.publish_span(
                     ORDER_STATUS_CHANNEL, relay=relay, event_id=row.id
                 ) as wrap:
-                    message = wrap(row.payload.encode())
-                    await services.broker.publish(ORDER_STATUS_CHANNEL, message)
+                    await services.broker.publish(ORDER_STATUS_CHANNEL, wrap(payload))
             else:
-                await services.broker.publish(ORDER_STATUS_CHANNEL, row.payload.encode())
+                await services.broker.publish(ORDER_STATUS_CHANNEL, payload)
         except BrokerUnavailable as exc:
             log.warning("event %s not published (%s); the relay will retry", row.id, exc)
             break
@@ -183,16 +341,10 @@ async def replay_since(
     if len(rows) == limit:
         log.warning("replaying only the last %d events after the broker came back", limit)
     for i, row in enumerate(reversed(rows), start=1):
-        services.broker.fanout.dispatch(ORDER_STATUS_CHANNEL, row.payload.encode())
+        services.broker.fanout.dispatch(ORDER_STATUS_CHANNEL, StatusEvent.of_row(row).encode())
         if i % 50 == 0:
             await asyncio.sleep(0)  # let subscribers drain their bounded queues
     return len(rows)
-
-
-async def prune_published(services: Services, *, older_than: timedelta) -> int:
-    """Forget events published long ago: the outbox is not an event store."""
-    async with services.db.begin() as conn:
-        return await queries.prune_outbox(conn, utcnow() - older_than)
 
 
 async def backlog(services: Services) -> int:

@@ -13,7 +13,7 @@ import orjson
 
 from infra import tracing
 from models import queries
-from models.rows import LineRow, OrderRow, PaymentRow, UserRow
+from models.rows import LineRow, OrderRow, OutboxRow, PaymentRow, UserRow
 from models.sql import Connection
 from models.state import OrderSort, OrderStatus, Role, allowed_next, can_move
 from models.tables import utcnow
@@ -193,8 +193,15 @@ async def create_order(
         await _spend_order_budget(ctx, user.id)
         new_lines = [queries.NewLine(i.sku, i.qty, prices[i.sku]) for i in normalised]
         lines = await queries.insert_lines(conn, order.id, new_lines)
+        created = await events.record_event(
+            conn,
+            order,
+            events.EventKind.CREATED,
+            source=events.source_of(user),
+            actor_id=user.id,
+        )
     services.metrics.orders_created.inc()
-    await events.after_commit(services, [], {user.id})
+    await events.after_commit(services, [created], {user.id})
     # A new order's view is all in hand: its lines, its owner, no payment yet.
     return OrderView(order=order, lines=lines, user=user)
 
@@ -360,6 +367,13 @@ async def list_orders(
     return OrderPage(items=views, total=read.total, page=page, limit=limit)
 
 
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    order: OrderRow  # as it is after the change
+    event: events.StatusEvent  # a STATUS_CHANGED by the system until the caller says who
+    refund_needed: bool  # a PAID order cancelled: its payment was flagged for a refund
+
+
 async def change_status(
     conn: Connection,
     order_id: int,
@@ -367,10 +381,11 @@ async def change_status(
     expected_version: int,
     *,
     current: OrderRow | None = None,
-) -> tuple[OrderRow, events.StatusEvent]:
+) -> StatusChange:
     """The one path for every status change: version check, transition rule and version
     bump, in the caller's transaction (`current`: the order as the caller already read it
-    in that transaction). The caller records the returned event in the outbox."""
+    in that transaction). The caller writes the change's events with `record_change`,
+    last in the transaction."""
     order = current or await queries.order_by_id(conn, order_id)
     if order is None:
         raise NotFound("Order not found.")
@@ -387,9 +402,10 @@ async def change_status(
         # Someone else moved it between our read and our write.
         fresh = await queries.order_by_id(conn, order_id)
         raise VersionConflict(fresh.version if fresh else expected_version + 1)
+    flagged = []
     if previous is OrderStatus.PAID and target is OrderStatus.CANCELLED:
         # The customer paid for an order that will not ship: its payment must go back.
-        await refunds.flag_refund_needed(conn, moved)
+        flagged = await refunds.flag_refund_needed(conn, moved)
     event = events.StatusEvent(
         order_id=order_id,
         user_id=order.user_id,
@@ -398,7 +414,31 @@ async def change_status(
         version=moved.version,
         changed_at=moved.updated_at,
     )
-    return moved, event
+    return StatusChange(moved, event, refund_needed=bool(flagged))
+
+
+async def record_change(
+    conn: Connection,
+    change: StatusChange,
+    *,
+    kind: events.EventKind | None = None,
+    source: events.EventSource | None = None,
+    actor_id: int | None = None,
+) -> list[OutboxRow]:
+    """The change's event (`kind`, `source`, `actor_id` as `events.record` takes them),
+    then, when it flagged a payment for a refund, the system's REFUND_NEEDED: the rows
+    to hand to `events.after_commit`. Last in the transaction (the log's lock)."""
+    rows = [await events.record(conn, change.event, kind=kind, source=source, actor_id=actor_id)]
+    if change.refund_needed:
+        rows.append(
+            await events.record_event(
+                conn,
+                change.order,
+                events.EventKind.REFUND_NEEDED,
+                source=events.EventSource.SYSTEM,
+            )
+        )
+    return rows
 
 
 @tracing.use_case("orders.update_status")
@@ -409,10 +449,10 @@ async def update_order_status(
     version: int,
     include: Include = Include(),
 ) -> OrderView:
-    await ctx.require_admin()
+    admin = await ctx.require_admin()
     order_id = parse_order_id(raw_id)
     async with ctx.services.db.begin() as conn:
-        order, event = await change_status(conn, order_id, target, version)
-        row = await events.record(conn, event)
-    await events.after_commit(ctx.services, [row], {order.user_id})
-    return await load_view(ctx.services, order, include)
+        change = await change_status(conn, order_id, target, version)
+        rows = await record_change(conn, change, source=events.EventSource.ADMIN, actor_id=admin.id)
+    await events.after_commit(ctx.services, rows, {change.order.user_id})
+    return await load_view(ctx.services, change.order, include)

@@ -132,7 +132,14 @@ async def initiate_payment(ctx: RequestContext, raw_order_id: str) -> PaymentRow
             assert winner is not None
             log.info("payment %s lost a race to %s for order %s", payment_id, winner.id, order_id)
             return winner
-    await events.after_commit(services, [], {locked.user_id})  # order.payment changed
+        initiated = await events.record_event(
+            conn,
+            locked,
+            events.EventKind.PAYMENT_INITIATED,
+            source=events.source_of(user),
+            actor_id=user.id,
+        )
+    await events.after_commit(services, [initiated], {locked.user_id})  # order.payment changed
     return payment
 
 
@@ -215,15 +222,24 @@ async def apply_webhook(services: Services, event: ProviderEvent) -> WebhookOutc
             log.warning(warning)
         if changed is not None:
             await queries.set_payment(conn, changed)
+        provider = events.EventSource.PAYMENT_PROVIDER
         if outcome is WebhookOutcome.REFUND_NEEDED:
+            # A SUCCESS after the order was cancelled: the money must go back.
             await refunds.flag_refund_needed(conn, order)
+            kind = events.EventKind.REFUND_NEEDED
+            rows.append(await events.record_event(conn, order, kind, source=provider))
         elif outcome is WebhookOutcome.PROCESSED and event.status is ProviderStatus.SUCCESS:
-            _, status_event = await orders.change_status(
+            change = await orders.change_status(
                 conn, order.id, OrderStatus.PAID, order.version, current=order
             )
-            rows.append(await events.record(conn, status_event))
+            kind = events.EventKind.PAYMENT_SUCCEEDED
+            rows += await orders.record_change(conn, change, kind=kind, source=provider)
         elif outcome is WebhookOutcome.PROCESSED and event.status is ProviderStatus.REFUNDED:
-            await refunds.apply_refunded(conn, payment, order)
+            _, refunded = await refunds.apply_refunded(conn, payment, order, source=provider)
+            rows += refunded
+        elif outcome is WebhookOutcome.PROCESSED and event.status is ProviderStatus.FAILED:
+            kind = events.EventKind.PAYMENT_FAILED
+            rows.append(await events.record_event(conn, order, kind, source=provider))
     await events.after_commit(services, rows, {order.user_id})
     return outcome
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from infra.provider import ProviderFailed, RefundRequest, backoff_cap
 from models import queries
-from models.rows import OrderRow, PaymentRow
+from models.rows import OrderRow, OutboxRow, PaymentRow
 from models.sql import Connection
 from models.state import PaymentStatus
 from models.tables import DEAD_LETTER_REFUND, utcnow
@@ -47,14 +47,24 @@ async def flag_refund_needed(conn: Connection, order: OrderRow) -> list[PaymentR
 
 
 async def apply_refunded(
-    conn: Connection, payment: PaymentRow, order: OrderRow
-) -> PaymentRow | None:
-    """A SUCCEEDED payment becomes REFUNDED, needing no refund any more; None when it
+    conn: Connection,
+    payment: PaymentRow,
+    order: OrderRow,
+    *,
+    source: events.EventSource,
+    actor_id: int | None = None,
+) -> tuple[PaymentRow | None, list[OutboxRow]]:
+    """A SUCCEEDED payment becomes REFUNDED, needing no refund any more, and the order's
+    history gains REFUNDED (last in the transaction: the log's lock); (None, []) when it
     was not SUCCEEDED (refunded already)."""
     refunded = await queries.mark_refunded(conn, payment.id, utcnow())
-    if refunded is not None:
-        log.info("payment %s of order %s refunded", payment.id, order.id)
-    return refunded
+    if refunded is None:
+        return None, []
+    log.info("payment %s of order %s refunded", payment.id, order.id)
+    row = await events.record_event(
+        conn, order, events.EventKind.REFUNDED, source=source, actor_id=actor_id
+    )
+    return refunded, [row]
 
 
 def claim_lease(services: Services) -> timedelta:
@@ -87,14 +97,14 @@ async def _read(services: Services, payment_id: str) -> tuple[PaymentRow, OrderR
 async def refund_payment(ctx: RequestContext, raw_payment_id: str) -> PaymentRow:
     """Refund a SUCCEEDED payment that needs it (ADMIN). A REFUNDED payment is answered
     as it is: asking twice never refunds twice."""
-    await ctx.require_admin()
+    admin = await ctx.require_admin()
     payment_id = raw_payment_id.strip()
     if not 0 < len(payment_id) <= MAX_PAYMENT_ID:
         raise NotFound("Payment not found.")
-    return await refund(ctx, payment_id)
+    return await refund(ctx, payment_id, admin_id=admin.id)
 
 
-async def refund(ctx: RequestContext, payment_id: str) -> PaymentRow:
+async def refund(ctx: RequestContext, payment_id: str, *, admin_id: int) -> PaymentRow:
     """refundPayment after its access check (retryDeadLetter comes here too)."""
     services = ctx.services
     payment, order = await _read(services, payment_id)
@@ -117,10 +127,12 @@ async def refund(ctx: RequestContext, payment_id: str) -> PaymentRow:
     async with services.db.begin() as conn:
         # The order's row is locked first, as every other writer of its payments does.
         locked = await queries.order_by_id(conn, order.id, lock=True)
-        refunded = await apply_refunded(conn, claimed, locked or order)
+        refunded, rows = await apply_refunded(
+            conn, claimed, locked or order, source=events.EventSource.ADMIN, actor_id=admin_id
+        )
         if refunded is None:  # the provider's own webhook said REFUNDED meanwhile
             refunded = await queries.payment_by_id(conn, payment_id)
-    await events.after_commit(services, [], {order.user_id})
+    await events.after_commit(services, rows, {order.user_id})
     assert refunded is not None
     return refunded
 

@@ -14,15 +14,21 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from infra import tracing
+from models import queries
 from models.rows import UserRow
+from models.state import Role
+from models.tables import utcnow
 from resolvers import context as user_context
+from resolvers import events
 from resolvers.context import RequestContext, Services
-from resolvers.errors import DomainError, Unauthenticated
+from resolvers.errors import CursorExpired, DomainError, Unauthenticated
 from resolvers.events import ORDER_STATUS_CHANNEL, StatusEvent
 from resolvers.orders import may_see, parse_order_id, visible_order
 
@@ -31,6 +37,14 @@ log = logging.getLogger("order_service.subscriptions")
 # Duplicates (two relays, a replay after a Redis outage) arrive within seconds of the
 # original; remembering the versions sent of this many orders is plenty.
 SEEN_ORDERS = 10_000
+# How long an event that came ahead of a gap waits for the gap's own message before the
+# feed reads the gap from the database (publishes of racing commits cross on the way).
+GAP_GRACE_SECONDS = 0.1
+FILL_PAGE = 500
+PENDING_LIMIT = 10_000
+# A resuming subscriber's replay reads the log this many events at a time.
+REPLAY_PAGE = 200
+_LEGACY = 1 << 62  # an event without a log id: after every cursor
 _MAX_TRACKED_VERSION = 1024
 _FEED = "status_feed"
 
@@ -98,7 +112,18 @@ class Watch:
     watch is not open yet (its access check runs) and while its user is being re-read.
     """
 
-    __slots__ = ("_feed", "ctx", "deliver", "ended", "held", "only", "opened", "viewer")
+    __slots__ = (
+        "_feed",
+        "after",
+        "ctx",
+        "deliver",
+        "ended",
+        "held",
+        "only",
+        "opened",
+        "status_only",
+        "viewer",
+    )
 
     def __init__(
         self, feed: StatusFeed, ctx: RequestContext, viewer: _Viewer, deliver: Deliver
@@ -111,6 +136,10 @@ class Watch:
         self.held: list[StatusEvent] | None = []
         self.only: int | None = None
         self.opened = False
+        # Events up to this log id were sent already (by the replay), or came before.
+        self.after = 0
+        # orderStatusChanged: only the events that changed a status.
+        self.status_only = False
 
     def close(self) -> None:
         """Unsubscribe (again is harmless)."""
@@ -130,6 +159,16 @@ class StatusFeed:
         self._viewers: dict[int, _Viewer] = {}
         self._sent = _SentVersions(SEEN_ORDERS)
         self._closed = False
+        self._services = services
+        # The log, in order: every event up to `position` was dispatched (or came before
+        # the feed started); `pending` holds those that came ahead of a gap, `seen` is
+        # the highest id heard of. A gap is filled from the pub/sub message that comes
+        # late, or after GAP_GRACE_SECONDS from the database, where it is committed.
+        self.position: int | None = None
+        self._pending: dict[int, StatusEvent] = {}
+        self._seen = 0
+        self._filler: asyncio.Task[None] | None = None
+        self._starting: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._watches)
@@ -148,9 +187,14 @@ class StatusFeed:
         self._watches[watch] = None
         return watch
 
-    def open(self, watch: Watch, only: int | None) -> None:
-        """Start delivering, from the events held since `add`."""
+    def open(
+        self, watch: Watch, only: int | None, *, after: int = 0, status_only: bool = False
+    ) -> None:
+        """Start delivering, from the events held since `add`, those after log id
+        `after`."""
         watch.only = only
+        watch.after = after
+        watch.status_only = status_only
         watch.opened = True
         if watch.viewer.reading is None:
             self._release(watch, time.monotonic())
@@ -162,6 +206,29 @@ class StatusFeed:
         viewer.watches.discard(watch)
         if not viewer.watches and self._viewers.get(viewer.user_id) is viewer:
             del self._viewers[viewer.user_id]
+
+    async def ready(self) -> int:
+        """The feed's place in the log, read from the database the first time."""
+        while self.position is None:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self._start())
+            starting = self._starting
+            try:
+                await asyncio.shield(starting)
+            finally:
+                if starting.done() and self._starting is starting:
+                    self._starting = None
+        return self.position
+
+    async def _start(self) -> None:
+        async with self._services.db.connect() as conn:
+            head = await queries.event_head(conn)
+        if self.position is None:
+            self.position = head
+            self._seen = max(self._seen, head)
+            for event_id in [i for i in self._pending if i <= head]:
+                del self._pending[event_id]
+            self._advance()
 
     def receive(self, message: bytes) -> None:
         if tracing.ENABLED:
@@ -178,19 +245,103 @@ class StatusFeed:
         except (ValueError, TypeError, KeyError):
             log.warning("dropping a malformed status event: %r", message[:200])
             return
-        # Duplicates are the same for every subscriber of the process: dropped once here.
-        if not self._sent.is_new(event.order_id, event.version):
+        event_id = event.id
+        if event_id is None:
+            # From an older release: unordered. Duplicates are the same for every
+            # subscriber of the process: dropped once here.
+            if self._sent.is_new(event.order_id, event.version):
+                self._dispatch(event)
             return
+        if self.position is not None and event_id <= self.position:
+            return  # sent already (a relay's second publish, a replay)
+        if event_id > self._seen:
+            self._seen = event_id
+        if len(self._pending) >= PENDING_LIMIT:
+            # Far ahead of a gap: the database has them all, read them from there.
+            self._pending.clear()
+        else:
+            self._pending[event_id] = event
+        if self.position is not None:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Dispatch what follows `position` without a gap; fill a gap in the background."""
+        position = self.position
+        assert position is not None
+        pending = self._pending
+        while pending:
+            event = pending.pop(position + 1, None)
+            if event is None:
+                break
+            position += 1
+            self.position = position
+            self._dispatch(event)
+        if position < self._seen and self._filler is None and not self._closed:
+            self._filler = asyncio.get_running_loop().create_task(self._fill())
+
+    async def _fill(self) -> None:
+        failures = 0
+        full = False
+        try:
+            while self.position is not None and self.position < self._seen and not self._closed:
+                if not full:
+                    await asyncio.sleep(GAP_GRACE_SECONDS if not failures else 1.0)
+                position = self.position
+                if position >= self._seen:
+                    break
+                upto = min(self._pending, default=self._seen + 1) - 1
+                try:
+                    async with self._services.db.connect() as conn:
+                        rows = await queries.scan_events(
+                            conn, after=position, upto=upto, limit=FILL_PAGE
+                        )
+                except Exception:
+                    failures += 1
+                    full = False  # wait before trying again
+                    if failures == 1:
+                        log.warning("reading missed events failed; retrying", exc_info=True)
+                    continue
+                failures = 0
+                full = len(rows) == FILL_PAGE
+                for row in rows:
+                    if row.id > self.position:
+                        self.position = row.id
+                        self._dispatch(StatusEvent.of_row(row))
+                if len(rows) < FILL_PAGE and self.position < upto:
+                    self.position = upto  # the ids between were never committed
+                for event_id in [i for i in self._pending if i <= self.position]:
+                    del self._pending[event_id]
+                self._filler_advance()
+        finally:
+            self._filler = None
+        if self.position is not None and self.position < self._seen and not self._closed:
+            self._advance()  # a gap opened while the last pass ran
+
+    def _filler_advance(self) -> None:
+        position = self.position
+        assert position is not None
+        while (event := self._pending.pop(position + 1, None)) is not None:
+            position += 1
+            self.position = position
+            self._dispatch(event)
+
+    def _dispatch(self, event: StatusEvent) -> None:
         now = time.monotonic()
         max_age = user_context.USER_RECHECK_SECONDS  # read at use: tests shorten it
         order_id, owner_id = event.order_id, event.user_id
+        event_id = event.id if event.id is not None else _LEGACY
+        status = event.changed_status
         # `_offer`, with its usual case inline: this loop runs once per subscriber of the
         # process. A copy: delivering may end watches.
         for watch in tuple(self._watches):
             viewer = watch.viewer
             if watch.held is not None or viewer.reading is not None:
                 self._offer(watch, event, now, max_age)
-            elif watch.only is not None and watch.only != order_id:
+            elif (
+                (watch.only is not None and watch.only != order_id)
+                or event_id <= watch.after
+                or (watch.status_only and not status)
+            ):
                 continue
             elif now - viewer.read_at > max_age:
                 self._offer(watch, event, now, max_age)
@@ -206,6 +357,8 @@ class StatusFeed:
     def close(self) -> None:
         """The broker stops: every subscription ends normally."""
         self._closed = True
+        if self._filler is not None:
+            self._filler.cancel()
         for watch in tuple(self._watches):
             self._end(watch, None)
 
@@ -214,6 +367,10 @@ class StatusFeed:
             self._hold(watch, event)
             return
         if watch.only is not None and watch.only != event.order_id:
+            return
+        if (event.id is not None and event.id <= watch.after) or (
+            watch.status_only and not event.changed_status
+        ):
             return
         viewer = watch.viewer
         if viewer.reading is not None or now - viewer.read_at > max_age:
@@ -312,30 +469,110 @@ def status_feed(services: Services) -> StatusFeed:
     return feed
 
 
-async def watch(ctx: RequestContext, raw_order_id: str | None, deliver: Deliver) -> Watch:
-    """Committed status changes of one order, or of every order the caller may see,
-    handed to `deliver` as they come, until `Watch.close` or until `Watch.ended` resolves.
+@dataclass(slots=True)
+class _Plan:
+    """What a subscription was asked for, checked."""
+
+    user: UserRow
+    only: int | None
+    start: int | None  # the log id to resume after; None: from now on
+    status_only: bool
+    last: int = 0  # the log id the replay got to
+
+
+async def _plan(
+    ctx: RequestContext, raw_order_id: str | None, after: str | None, status_only: bool
+) -> _Plan:
+    user = await ctx.require_user()
+    start = None if after is None else events.parse_cursor(after)
+    only = None if raw_order_id is None else await _visible_order(ctx, user, raw_order_id)
+    if start is not None:
+        await _check_resumable(ctx, start)
+    return _Plan(user, only, start, status_only)
+
+
+async def _check_resumable(ctx: RequestContext, start: int) -> None:
+    window = timedelta(days=ctx.settings.event_replay_days)
+    async with ctx.services.db.connect() as conn:
+        head = await queries.event_head(conn)
+        written = await queries.event_time_at_or_before(conn, start) if start <= head else None
+    if start > head:
+        raise events.bad_cursor()  # never handed out: as malformed
+    if written is None or written < utcnow() - window:
+        raise CursorExpired()
+
+
+async def _replayed(
+    ctx: RequestContext, plan: _Plan, feed: StatusFeed
+) -> AsyncIterator[StatusEvent]:
+    """The events after `plan.start` this subscriber may see, oldest first, up to where
+    the feed is when the replay ends (`plan.last`): a page at a time, so a week of
+    events for an admin is never in memory at once and the loop is never held."""
+    position = await feed.ready()
+    if plan.start is None:
+        plan.last = position
+        return
+    scanned = plan.start
+    user = plan.user
+    owner = None if user.role == Role.ADMIN else user.id
+    while True:
+        if feed.position is None:
+            raise RuntimeError("the feed lost its place")  # ready() set it; nothing unsets it
+        position = feed.position
+        if scanned >= position:
+            break
+        async with ctx.services.db.connect() as conn:
+            rows = await queries.scan_events(
+                conn,
+                after=scanned,
+                upto=position,
+                limit=REPLAY_PAGE,
+                user_id=owner,
+                order_id=plan.only,
+                status_only=plan.status_only,
+            )
+        scanned = rows[-1].id if len(rows) == REPLAY_PAGE else position
+        for row in rows:
+            yield StatusEvent.of_row(row)
+    plan.last = scanned
+
+
+def _open(ctx: RequestContext, plan: _Plan, feed: StatusFeed, deliver: Deliver) -> Watch:
+    """Live from where the replay ended: synchronous, so no event falls between."""
+    watch = feed.add(ctx, plan.user, deliver)
+    ctx.services.metrics.active_subscriptions.inc()
+    feed.open(watch, plan.only, after=plan.last, status_only=plan.status_only)
+    return watch
+
+
+async def watch(
+    ctx: RequestContext,
+    raw_order_id: str | None,
+    deliver: Deliver,
+    *,
+    after: str | None = None,
+    replay: Callable[[StatusEvent], Awaitable[None]] | None = None,
+    status_only: bool = True,
+) -> Watch:
+    """Committed events of one order, or of every order the caller may see, handed to
+    `deliver` as they come, until `Watch.close` or until `Watch.ended` resolves.
+
+    With `after` (a cursor), the events after it are first handed to `replay`, oldest
+    first, then the live ones follow with no gap and no duplicate (docs/events.md).
+    A malformed cursor is `InvalidInput`, one older than the replay window
+    `CursorExpired`. `status_only`: only the events that changed a status.
 
     Asking for an order the caller may not see is `NotFound`, as for a read. Who may see
     an event is decided when it arrives, with the caller's role as the database has it
     (re-read at most every `USER_RECHECK_SECONDS`): a demoted admin stops seeing other
-    users' orders. An event is never delivered twice; one that comes late (published by
-    the relay after a newer version of its order) is still delivered.
+    users' orders. Events come in log order, each once.
     """
-    user = await ctx.require_user()
-    services = ctx.services
-    feed = status_feed(services)
-    # Registered before the access check, holding events, so that no change slips
-    # between the two.
-    watch = feed.add(ctx, user, deliver)
-    services.metrics.active_subscriptions.inc()
-    try:
-        only = None if raw_order_id is None else await _visible_order(ctx, user, raw_order_id)
-    except BaseException:
-        watch.close()
-        raise
-    feed.open(watch, only)
-    return watch
+    plan = await _plan(ctx, raw_order_id, after, status_only)
+    feed = status_feed(ctx.services)
+    async for event in _replayed(ctx, plan, feed):
+        assert replay is not None
+        await replay(event)
+    return _open(ctx, plan, feed, deliver)
 
 
 @asynccontextmanager
@@ -380,11 +617,20 @@ class _Inbox:
 
 
 async def order_status_events(
-    ctx: RequestContext, raw_order_id: str | None
+    ctx: RequestContext,
+    raw_order_id: str | None,
+    *,
+    after: str | None = None,
+    status_only: bool = True,
 ) -> AsyncGenerator[StatusEvent, None]:
-    """`watching` as an async generator, for callers that consume events one by one."""
+    """`watch` as an async generator, for callers that consume events one by one."""
+    plan = await _plan(ctx, raw_order_id, after, status_only)
+    feed = status_feed(ctx.services)
+    async for event in _replayed(ctx, plan, feed):
+        yield event
     inbox = _Inbox(ctx.settings.subscriber_queue_size)
-    async with watching(ctx, raw_order_id, inbox.put) as watch:
+    watch = _open(ctx, plan, feed, inbox.put)
+    try:
         watch.ended.add_done_callback(inbox.wake)
         while True:
             if watch.ended.done():
@@ -394,6 +640,8 @@ async def order_status_events(
                 yield inbox.events.popleft()
             else:
                 await inbox.wait()
+    finally:
+        watch.close()
 
 
 async def _visible_order(ctx: RequestContext, user: UserRow, raw_id: str) -> int:

@@ -20,7 +20,13 @@ from resolvers.subscriptions import Watch
 class Seat(Protocol):
     """One subscriber's place in the feed: the feed writes its events from now on."""
 
-    def deliver(self, event: StatusEvent) -> bool: ...
+    def deliver(self, event: StatusEvent) -> bool:
+        """Write a live event now; False if the socket cannot take it without waiting."""
+        ...
+
+    async def send(self, event: StatusEvent) -> None:
+        """Write a replayed event, waiting for the socket as long as it takes."""
+        ...
 
     def leave(self) -> None: ...
 

@@ -10,7 +10,10 @@ from models import rows as m
 from models import state
 from models.queries import DayStats
 from models.tables import as_utc
+from resolvers import events as ev
+from resolvers import history
 from resolvers.backoffice import DeadLetterPage as DeadLetterPageResult
+from resolvers.context import RequestContext
 from resolvers.events import StatusEvent
 from resolvers.orders import OrderPage as OrderPageResult
 from resolvers.orders import OrderView
@@ -20,8 +23,17 @@ Role = state.Role
 OrderStatus = state.OrderStatus
 PaymentStatus = state.PaymentStatus
 OrderSort = state.OrderSort
-for _enum in (Role, OrderStatus, PaymentStatus, OrderSort):
-    strawberry.enum(_enum, name=_enum.__name__)
+OrderEventKind = ev.EventKind
+EventSource = ev.EventSource
+for _enum, _name in (
+    (Role, "Role"),
+    (OrderStatus, "OrderStatus"),
+    (PaymentStatus, "PaymentStatus"),
+    (OrderSort, "OrderSort"),
+    (OrderEventKind, "OrderEventKind"),
+    (EventSource, "EventSource"),
+):
+    strawberry.enum(_enum, name=_name)
 
 
 @strawberry.type
@@ -106,6 +118,10 @@ class Order:
     created_at: datetime
     updated_at: datetime
 
+    @strawberry.field(description="Every event of the order, oldest first.")
+    async def history(self, info: strawberry.Info[RequestContext, None]) -> list[OrderEvent]:
+        return [OrderEvent.of(e) for e in await history.of_order(info.context, int(self.id))]
+
     @classmethod
     def of(cls, view: OrderView) -> Order:
         o = view.order
@@ -158,15 +174,64 @@ class OrderStatusEvent:
     previous_status: OrderStatus
     version: int
     changed_at: datetime
+    cursor: str = strawberry.field(
+        description="Where this event is in the log: resume after it with `after`."
+    )
 
     @classmethod
     def of(cls, event: StatusEvent) -> OrderStatusEvent:
         return cls(
             order_id=strawberry.ID(str(event.order_id)),
             status=state.OrderStatus(event.status),
-            previous_status=state.OrderStatus(event.previous_status),
+            # Only status changes are delivered here.
+            previous_status=state.OrderStatus(event.previous_status or event.status),
             version=event.version,
             changed_at=as_utc(event.changed_at),
+            cursor=cursor_of(event),
+        )
+
+
+def cursor_of(event: StatusEvent) -> str:
+    # An event published by an older release has no place in the log: "" (not a cursor).
+    return ev.encode_cursor(event.id) if event.id is not None else ""
+
+
+@strawberry.type(description="One change of an order, as its history and `orderEvents` tell it.")
+class OrderEvent:
+    cursor: str
+    order_id: strawberry.ID
+    kind: OrderEventKind
+    status: OrderStatus = strawberry.field(description="The order's status after the event.")
+    previous_status: OrderStatus | None = strawberry.field(
+        description="Set when the event changed the order's status."
+    )
+    version: int = strawberry.field(description="The order's version after the event.")
+    at: datetime
+    source: EventSource
+    actor_id: strawberry.Private[int | None]
+
+    @strawberry.field(
+        description="Who acted: null for the provider and the system. A customer is shown "
+        "only themself (an admin's identity is not revealed to customers)."
+    )
+    async def actor(self, info: strawberry.Info[RequestContext, None]) -> User | None:
+        actor = await history.actor(info.context, self.actor_id)
+        return User.of(actor) if actor is not None else None
+
+    @classmethod
+    def of(cls, event: StatusEvent) -> OrderEvent:
+        return cls(
+            cursor=cursor_of(event),
+            order_id=strawberry.ID(str(event.order_id)),
+            kind=ev.EventKind(event.kind),
+            status=state.OrderStatus(event.status),
+            previous_status=(
+                state.OrderStatus(event.previous_status) if event.previous_status else None
+            ),
+            version=event.version,
+            at=as_utc(event.changed_at),
+            source=ev.EventSource(event.source),
+            actor_id=event.actor_id,
         )
 
 

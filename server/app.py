@@ -26,7 +26,7 @@ from infra.provider import PaymentProviderClient
 from infra.redis_link import ServerRestarts, redis_client
 from infra.security import configure_password_hashing
 from infra.settings import Settings
-from infra.tasks import cancel_and_wait
+from infra.tasks import background, cancel_and_wait
 from models.db import Database
 from resolvers import events
 from resolvers.context import Services
@@ -107,7 +107,7 @@ def service_lifespan(
         # The background tasks make no traces of their own (a task keeps the context it
         # was created in): their polling would start one every second. What the relay
         # publishes is traced (events.publish).
-        with tracing.quiet():
+        with tracing.quiet(), background():
             await services.broker.start()
             loops = [
                 asyncio.create_task(relay_forever(services), name="outbox-relay"),

@@ -14,8 +14,6 @@ log = logging.getLogger("order_service")
 
 RELAY_INTERVAL_SECONDS = 1.0
 RELAY_MIN_AGE = timedelta(seconds=2)
-OUTBOX_RETENTION = timedelta(days=1)
-PRUNE_EVERY_PASSES = 600
 REDIS_WATCH_INTERVAL_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 3.0
 
@@ -31,8 +29,6 @@ async def relay_forever(services: Services) -> None:
             # Its polling makes no trace; what it publishes does (events.publish).
             with tracing.quiet():
                 await events.relay_once(services, min_age=RELAY_MIN_AGE)
-            if passes % PRUNE_EVERY_PASSES == 0:
-                await events.prune_published(services, older_than=OUTBOX_RETENTION)
         except Exception as exc:
             # One traceback per outage, not one a second for as long as it lasts.
             if failing_since is None:

@@ -126,9 +126,9 @@ async def seed_demo(services: Services) -> list[tuple[str, str, str]]:
                     await _pay(services, order.id, order.amount_cents)
                 else:
                     async with services.db.begin() as conn:
-                        moved, event = await orders.change_status(conn, order.id, target, version)
-                        row = await events.record(conn, event)
-                    await events.after_commit(services, [row], {moved.user_id})
+                        change = await orders.change_status(conn, order.id, target, version)
+                        rows = await orders.record_change(conn, change)
+                    await events.after_commit(services, rows, {change.order.user_id})
                 version += 1
     await events.after_commit(services, [], set())
     return [(e, p, r) for e, p, r in DEMO_USERS]

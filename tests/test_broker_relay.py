@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 from infra.broker import BrokerUnavailable, InProcessBroker
 from infra.metrics import Metrics
 from infra.settings import Settings
+from models import queries
 from resolvers import events
 from resolvers.context import Services
 from server.app import build_services
@@ -47,18 +49,30 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
 
 
 async def _record(services: Services, count: int) -> list[bytes]:
+    """`count` orders changed in one transaction; their events as they are published."""
     payloads = []
     async with services.db.begin() as conn:
-        for i in range(count):
+        owner = await queries.insert_user(
+            conn, email=f"relay-{secrets.token_hex(4)}@example.com", password_hash="x",
+            role="USER", now=datetime.now(UTC),
+        )  # fmt: skip
+        assert owner is not None
+        for _ in range(count):
+            order = await queries.insert_order(
+                conn, user_id=owner.id, status="PAID", client_token=secrets.token_hex(8),
+                items_fingerprint="f", amount_cents=100, now=datetime.now(UTC), version=2,
+            )  # fmt: skip
+            assert order is not None
             event = events.StatusEvent(
-                order_id=1000 + i,
-                user_id=1,
+                order_id=order.id,
+                user_id=owner.id,
                 status="PAID",
                 previous_status="PENDING",
                 version=2,
                 changed_at=datetime.now(UTC),
             )
-            payloads.append((await events.record(conn, event)).payload.encode())
+            row = await events.record(conn, event)
+            payloads.append(events.StatusEvent.of_row(row).encode())
     return payloads
 
 

@@ -242,10 +242,20 @@ async def test_webhook_to_broker_to_subscriber_is_one_trace(
     publish = (await traces.wait_for("events.publish"))[0]
     assert "webhook.process" in traces.ancestors(publish)
     assert "use_case payments.apply_webhook" in traces.ancestors(publish)
-    [deliver] = await traces.wait_for("events.deliver")
     # The subscriber's span continues the publisher's, through the message's envelope.
+    # (A delivery of the setup's own events, initiatePayment's, may end after the clear:
+    # its span is in another trace.)
+    for _ in range(200):
+        ours = [
+            s
+            for s in traces.named("events.deliver")
+            if s.context.trace_id == process.context.trace_id
+        ]
+        if ours:
+            break
+        await asyncio.sleep(0.02)
+    [deliver] = ours
     assert deliver.parent is not None and deliver.parent.span_id == publish.context.span_id
-    assert deliver.context.trace_id == process.context.trace_id
     assert deliver.kind.name == "CONSUMER" and publish.kind.name == "PRODUCER"
     # The signature and the secret are in no span.
     text = traces.all_attribute_text()

@@ -50,10 +50,13 @@ async def _payment_row(client: GraphQLClient, payment_id: str) -> Payment:
 
 
 async def _events_for(client: GraphQLClient, order_id: str) -> list[dict[str, Any]]:
+    """The order's status changes in the event log (its other events are left out)."""
     async with client.app.state.services.db.read() as session:
         rows = (await session.execute(select(OutboxEvent).order_by(col(OutboxEvent.id)))).scalars()
         payloads = [orjson.loads(r.payload) for r in rows]
-    return [p for p in payloads if p["order_id"] == int(order_id)]
+    return [
+        p for p in payloads if p["order_id"] == int(order_id) and p["previous_status"] is not None
+    ]
 
 
 async def _inbox(client: GraphQLClient) -> list[WebhookDelivery]:

@@ -61,7 +61,7 @@ def _active_subscriptions(url: str) -> float:
     return float(match.group(1)) if match else -1.0
 
 
-async def _drive_events(url: str, token: str, order_ids: list[int], rate: float) -> list[str]:
+async def drive_events(url: str, token: str, order_ids: list[int], rate: float) -> list[str]:
     """updateOrderStatus(PENDING -> PAID) for each order, `rate` per second, as an admin."""
     sent: list[str] = []
     headers = json_headers(token)
@@ -83,7 +83,7 @@ async def _drive_events(url: str, token: str, order_ids: list[int], rate: float)
     return sent
 
 
-async def _fanout_orders(run: Run, n: int) -> list[int]:
+async def fanout_orders(run: Run, n: int) -> list[int]:
     conn = await connect(run)
     try:
         tag = f"fan{len(run.fanout)}-{time.monotonic_ns()}"
@@ -130,11 +130,11 @@ def run_fanout(run: Run, server: Server) -> None:
                 time.sleep(0.5)
                 rss = rss_bytes(server.process.pid)
                 client.ask(cmd="reset")
-                orders = asyncio.run(_fanout_orders(run, args.fanout_events))
+                orders = asyncio.run(fanout_orders(run, args.fanout_events))
                 cpu_before = cpu_seconds([server.process.pid])
                 started = time.perf_counter()
                 sent = asyncio.run(
-                    _drive_events(server.url, run.tokens["admin"], orders, args.fanout_rate)
+                    drive_events(server.url, run.tokens["admin"], orders, args.fanout_rate)
                 )
                 stats = client.ask(
                     cmd="collect",

@@ -251,6 +251,20 @@ class Member:
             self._gone = True
             return True
 
+    async def send(self, event: StatusEvent) -> None:
+        """Write a replayed event's frame, waiting for the socket as long as it takes
+        (the replay runs in the operation's own task, before the feed takes over)."""
+        if self._gone:
+            return
+        group = self._group
+        payload = group.payload(event)
+        if payload is None:
+            payload = group.payload_for(self._request_id)
+        try:
+            await self._websocket.send_text(f"{self._prefix}{payload}}}")
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._gone = True
+
     @property
     def active(self) -> bool:
         return self._groups is not None

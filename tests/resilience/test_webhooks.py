@@ -265,7 +265,8 @@ async def test_replays_reordering_and_foreign_orders_never_leave_a_wrong_state(
             await ws.expect_nothing(feed, 1.0)
         outbox = await sql(
             database_url,
-            "SELECT count(*) FROM outbox WHERE payload::json->>'order_id' = ANY(:ids)",
+            "SELECT count(*) FROM outbox WHERE payload::json->>'order_id' = ANY(:ids) "
+            "AND previous_status IS NOT NULL",
             ids=[p.order_id for p in papers],
         )
     missing = expected_events - set(received)

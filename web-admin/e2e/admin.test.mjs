@@ -290,6 +290,106 @@ describe('admin UI', { timeout: 100_000 }, () => {
     }
   });
 
+  test('events made while the socket is cut arrive once it is back: new orders, changes, each once', async () => {
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    try {
+      /** @type {{page: import('playwright-core').WebSocketRoute, server: import('playwright-core').WebSocketRoute}[]} */
+      const sockets = [];
+      let blocked = false;
+      await ctx.routeWebSocket(/\/graphql/, (ws) => {
+        if (blocked) {
+          void ws.close({ code: 1012, reason: 'e2e: still cut' });
+          return;
+        }
+        sockets.push({ page: ws, server: ws.connectToServer() });
+      });
+      const p = await ctx.newPage();
+      await uiLogin(p, ADMIN);
+      await waitForRows(p);
+      await eventually(async () => (await liveIndicator(p).getAttribute('data-state')) === 'live', 'Live');
+      await p.evaluate(() => Object.assign(window, { __e2eNoReload: true }));
+      const admin = await apiLogin(ADMIN);
+      // Customers take turns: each has an order budget per minute.
+      const customers = [await apiLogin({ email: 'bob@example.com', password: 'bob-pass-123' }), await apiLogin(ALICE), admin];
+      let turn = 0;
+      const newOrder = async () =>
+        (
+          await graphqlFetch(
+            CREATE_ORDER,
+            { input: { items: [{ sku: 'WIDGET-001', qty: 1 }], clientToken: randomToken() } },
+            customers[turn++ % customers.length],
+          )
+        ).createOrder;
+
+      // One event before the cut, so the feed has a cursor to resume from: a new order on top.
+      const first = await newOrder();
+      await p.locator(`[data-testid="order-row-${first.id}"]`).waitFor({ timeout: 10_000 });
+
+      // Cut the socket and keep it cut.
+      blocked = true;
+      for (const s of sockets.splice(0)) {
+        await s.server.close({ code: 1012, reason: 'e2e: cut' });
+        await s.page.close({ code: 1012, reason: 'e2e: cut' });
+      }
+      await eventually(async () => (await liveIndicator(p).innerText()).includes('Reconnecting…'), 'Reconnecting… after the cut', 5_000);
+
+      // Meanwhile: three new orders, two changes of orders on screen.
+      const created = [await newOrder(), await newOrder(), await newOrder()];
+      const changed = [first, created[0]];
+      await graphqlFetch(UPDATE_STATUS, { input: { id: first.id, status: 'PAID', version: 1 } }, admin);
+      await graphqlFetch(UPDATE_STATUS, { input: { id: created[0].id, status: 'CANCELLED', version: 1 } }, admin);
+
+      // Restore: all five show, without a reload, none twice.
+      blocked = false;
+      await eventually(async () => (await liveIndicator(p).getAttribute('data-state')) === 'live', 'Live again', 20_000);
+      for (const o of created) await p.locator(`[data-testid="order-row-${o.id}"]`).waitFor({ timeout: 10_000 });
+      await p.locator(`[data-testid="order-row-${first.id}"][data-status="PAID"][data-version="2"]`).waitFor({ timeout: 10_000 });
+      await p.locator(`[data-testid="order-row-${created[0].id}"][data-status="CANCELLED"][data-version="2"]`).waitFor({ timeout: 10_000 });
+      const onScreen = await rows(p);
+      assert.equal(new Set(onScreen.map((r) => r.id)).size, onScreen.length, 'no row twice');
+      assert.deepEqual(onScreen.slice(0, 4).map((r) => r.id), [...created.map((o) => o.id)].reverse().concat(first.id), 'newest first on top');
+      assert.equal(await p.evaluate(() => /** @type {any} */ (window).__e2eNoReload), true, 'the page was not reloaded');
+
+      // The drawer's timeline: the stored history, each event once, live ones appended.
+      for (const o of changed) {
+        await p.getByRole('button', { name: `Details of order #${o.id}` }).click();
+        const drawer = p.getByTestId('order-drawer');
+        const items = drawer.getByTestId('timeline-event');
+        await eventually(async () => (await items.count()) === 2, `two events of order ${o.id}`);
+        const kinds = await items.evaluateAll((els) => els.map((e) => e.getAttribute('data-kind')));
+        assert.deepEqual(kinds, ['STATUS_CHANGED', 'CREATED']);
+        const cursors = await items.evaluateAll((els) => els.map((e) => e.getAttribute('data-cursor')));
+        assert.equal(new Set(cursors).size, 2);
+        if (o === first) await p.screenshot({ path: join(SCREENSHOTS, 'order-timeline-desktop.png') });
+        await p.keyboard.press('Escape');
+        await drawer.waitFor({ state: 'detached' });
+      }
+      // A change seen live while the drawer is open is appended once.
+      await p.getByRole('button', { name: `Details of order #${first.id}` }).click();
+      const drawer = p.getByTestId('order-drawer');
+      await eventually(async () => (await drawer.getByTestId('timeline-event').count()) === 2, 'the timeline');
+      await graphqlFetch(UPDATE_STATUS, { input: { id: first.id, status: 'SHIPPED', version: 2 } }, admin);
+      await eventually(async () => (await drawer.getByTestId('timeline-event').count()) === 3, 'the live event appended');
+      await p.keyboard.press('Escape');
+      await drawer.waitFor({ state: 'detached' });
+
+      // Filtered: a new order is counted in a pill instead; "show" brings it on top of page 1.
+      await filterStatus(p, 'Shipped');
+      await rowsWhere(p, (l) => l.every((r) => r.status === 'SHIPPED'), 'SHIPPED rows');
+      const later = await newOrder();
+      const pill = p.getByTestId('new-orders-pill');
+      await pill.waitFor({ timeout: 10_000 });
+      assert.match(await pill.innerText(), /1 new order/);
+      await p.screenshot({ path: join(SCREENSHOTS, 'new-orders-pill-desktop.png') });
+      await pill.click();
+      await p.locator(`[data-testid="order-row-${later.id}"]`).waitFor({ timeout: 10_000 });
+      assert.equal((await rows(p))[0]?.id, later.id);
+      await pill.waitFor({ state: 'detached' });
+    } finally {
+      await ctx.close();
+    }
+  });
+
   test('the detail drawer works from the keyboard', async () => {
     await waitForRows(page);
     const first = (await rows(page))[0];
@@ -300,7 +400,7 @@ describe('admin UI', { timeout: 100_000 }, () => {
     const drawer = page.getByRole('dialog');
     await drawer.waitFor();
     assert.equal(await drawer.evaluate((d) => d.contains(document.activeElement)), true, 'focus moves into the drawer');
-    assert.match(await drawer.innerText(), /Lines[\s\S]*Amount[\s\S]*Payment[\s\S]*Status changes this session/);
+    assert.match(await drawer.innerText(), /Lines[\s\S]*Amount[\s\S]*Payment[\s\S]*History/);
     await page.keyboard.press('Escape');
     await drawer.waitFor({ state: 'detached' });
     assert.equal(await trigger.evaluate((b) => b === document.activeElement), true, 'focus returns to the row');

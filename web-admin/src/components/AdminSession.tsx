@@ -29,7 +29,7 @@ export function AdminSession({ session, onSignOut }: Props) {
       signOutRef.current(message);
     };
     const sc = createSessionClient(session, () => end(SESSION_EXPIRED_MESSAGE));
-    const feed = startLiveFeed(sc.client);
+    const feed = startLiveFeed(sc.client, sc.connection);
     setReady({ sc, feed });
 
     let expiryTimer: ReturnType<typeof setTimeout> | undefined;

@@ -33,8 +33,9 @@ export function OrdersPage() {
   const q = useDebounced(search.trim(), 300);
   const [drawer, setDrawer] = useState<string | null>(null);
   const triggerRef = useRef<HTMLElement | null>(null);
-  const { flashes } = useLiveFeed();
+  const { flashes, created } = useLiveFeed();
   const flashMap = useStore(flashes);
+  const createdList = useStore(created);
   const { change, pending } = useChangeStatus();
 
   useEffect(() => {
@@ -68,6 +69,30 @@ export function OrdersPage() {
     triggerRef.current?.focus();
   }, []);
   const onChangeStatus = useCallback((order: Order, next: OrderStatus) => void change(order, next), [change]);
+
+  // New orders, live: on top of page 1 when no filter hides them, else counted in a pill.
+  const seenCreated = useRef(createdList.length);
+  const [unseen, setUnseen] = useState(0);
+  const showsNew = params.page === 1 && !params.q && (params.status === null || params.status === 'PENDING');
+  useEffect(() => {
+    const fresh = createdList.length - seenCreated.current;
+    if (fresh <= 0) return;
+    seenCreated.current = createdList.length;
+    if (showsNew) {
+      void refetch().catch(() => undefined);
+    } else {
+      setUnseen((n) => n + fresh);
+    }
+  }, [createdList.length, showsNew, refetch]);
+  const showNew = () => {
+    setUnseen(0);
+    setSearch('');
+    setParams((p) => ({ ...p, q: '', status: null, page: 1 }));
+    void refetch().catch(() => undefined);
+  };
+  useEffect(() => {
+    if (showsNew) setUnseen(0);
+  }, [showsNew]);
 
   const from = result && result.total ? (result.page - 1) * result.limit + 1 : 0;
   const to = result ? Math.min(result.page * result.limit, result.total) : 0;
@@ -163,6 +188,19 @@ export function OrdersPage() {
           </button>
         )}
       </div>
+
+      {unseen > 0 && (
+        <div className="mb-4 flex justify-center">
+          <button
+            type="button"
+            onClick={showNew}
+            data-testid="new-orders-pill"
+            className="inline-flex items-center gap-1.5 rounded-full bg-indigo-600 px-3.5 py-1.5 text-sm font-medium text-white shadow-sm hover:bg-indigo-500 focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-indigo-600"
+          >
+            {unseen === 1 ? '1 new order' : `${unseen} new orders`} — show
+          </button>
+        </div>
+      )}
 
       {error && !busy && (
         <div role="alert" className="mb-4 flex flex-wrap items-center justify-between gap-2 rounded-lg bg-rose-50 px-4 py-3 text-sm text-rose-800 ring-1 ring-inset ring-rose-600/20">

@@ -4,6 +4,10 @@ import type {
   LoginVars,
   MeData,
   OrderData,
+  OrderEventsData,
+  OrderEventsVars,
+  OrderHistoryData,
+  OrderHistoryVars,
   OrderStatusChangedData,
   OrderStatusChangedVars,
   OrderVars,
@@ -109,6 +113,45 @@ export const ORDER_STATUS_CHANGED: TypedDocumentNode<OrderStatusChangedData, Ord
       changedAt
     }
   }
+`;
+
+export const ORDER_EVENT_FIELDS = gql`
+  fragment OrderEventFields on OrderEvent {
+    cursor
+    orderId
+    kind
+    status
+    previousStatus
+    version
+    at
+    source
+    actor {
+      id
+      email
+    }
+  }
+`;
+
+/** Every event of every order, resumed after the last cursor seen when the socket comes back. */
+export const ORDER_EVENTS: TypedDocumentNode<OrderEventsData, OrderEventsVars> = gql`
+  subscription AdminOrderEvents($orderId: ID, $after: String) {
+    orderEvents(orderId: $orderId, after: $after) {
+      ...OrderEventFields
+    }
+  }
+  ${ORDER_EVENT_FIELDS}
+`;
+
+export const ORDER_HISTORY: TypedDocumentNode<OrderHistoryData, OrderHistoryVars> = gql`
+  query AdminOrderHistory($id: ID!) {
+    order(id: $id) {
+      id
+      history {
+        ...OrderEventFields
+      }
+    }
+  }
+  ${ORDER_EVENT_FIELDS}
 `;
 
 /** Used with cache.writeFragment when a live event arrives. */

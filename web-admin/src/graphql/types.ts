@@ -61,6 +61,30 @@ export interface OrderStatusEvent {
   changedAt: DateTime;
 }
 
+export type OrderEventKind =
+  | 'CREATED'
+  | 'STATUS_CHANGED'
+  | 'PAYMENT_INITIATED'
+  | 'PAYMENT_SUCCEEDED'
+  | 'PAYMENT_FAILED'
+  | 'REFUND_NEEDED'
+  | 'REFUNDED';
+export type EventSource = 'USER' | 'ADMIN' | 'PAYMENT_PROVIDER' | 'SYSTEM';
+
+export interface OrderEvent {
+  __typename?: 'OrderEvent';
+  /** Opaque; later events have later cursors. */
+  cursor: string;
+  orderId: string;
+  kind: OrderEventKind;
+  status: OrderStatus;
+  previousStatus: OrderStatus | null;
+  version: number;
+  at: DateTime;
+  source: EventSource;
+  actor: OrderUser | null;
+}
+
 // ---- operation results and variables ----
 
 export interface LoginData {
@@ -103,4 +127,19 @@ export interface OrderStatusChangedVars {
 
 export interface MeData {
   me: { __typename?: 'User'; id: string; email: string; role: Role };
+}
+
+export interface OrderEventsData {
+  orderEvents: OrderEvent;
+}
+export interface OrderEventsVars {
+  orderId: string | null;
+  after: string | null;
+}
+
+export interface OrderHistoryData {
+  order: { __typename?: 'Order'; id: string; history: OrderEvent[] } | null;
+}
+export interface OrderHistoryVars {
+  id: string;
 }

@@ -9,9 +9,17 @@ import { createStore, type Store } from './store';
 
 export type LiveState = 'connecting' | 'live' | 'reconnecting';
 
+/** The websocket's comings and goings, for subscriptions that resume themselves. */
+export interface Connection {
+  /** `reconnected`: the socket was open before in this session. */
+  onConnected(listener: (reconnected: boolean) => void): () => void;
+  onClosed(listener: () => void): () => void;
+}
+
 export interface SessionClient {
   client: ApolloClient<unknown>;
   live: Store<LiveState>;
+  connection: Connection;
   dispose(): void;
 }
 
@@ -52,6 +60,8 @@ export const publicClient = new ApolloClient({
  */
 export function createSessionClient(session: Session, onUnauthenticated: () => void): SessionClient {
   const live = createStore<LiveState>('connecting');
+  const connectedListeners = new Set<(reconnected: boolean) => void>();
+  const closedListeners = new Set<() => void>();
   let everConnected = false;
   let disposed = false;
 
@@ -85,13 +95,16 @@ export function createSessionClient(session: Session, onUnauthenticated: () => v
       connected: () => {
         if (disposed) return;
         live.set('live');
-        // Events sent while we were away are lost: re-read what is on screen.
-        if (everConnected) void client.refetchQueries({ include: 'active' }).catch(() => undefined);
+        // The live feed resumes after the last event it saw (src/lib/live.ts): nothing sent
+        // while we were away is lost, and nothing on screen needs reading again.
+        const reconnected = everConnected;
         everConnected = true;
+        connectedListeners.forEach((l) => l(reconnected));
       },
       closed: (event) => {
         if (disposed) return;
         live.set(everConnected ? 'reconnecting' : 'connecting');
+        closedListeners.forEach((l) => l());
         const code = (event as { code?: number } | undefined)?.code;
         if (isExpired(session)) onUnauthenticated();
         else if (code === 4401 || code === 4403) {
@@ -116,9 +129,21 @@ export function createSessionClient(session: Session, onUnauthenticated: () => v
 
   const client = new ApolloClient({ link, cache: createCache() });
 
+  const connection: Connection = {
+    onConnected(listener) {
+      connectedListeners.add(listener);
+      return () => connectedListeners.delete(listener);
+    },
+    onClosed(listener) {
+      closedListeners.add(listener);
+      return () => closedListeners.delete(listener);
+    },
+  };
+
   return {
     client,
     live,
+    connection,
     dispose() {
       disposed = true;
       void wsClient.dispose();
