@@ -294,7 +294,7 @@ describe('admin UI', { timeout: 100_000 }, () => {
     await waitForRows(page);
     const first = (await rows(page))[0];
     assert.ok(first);
-    const trigger = page.getByRole('button', { name: `Order #${first.id} details` });
+    const trigger = page.getByRole('button', { name: `Details of order #${first.id}` });
     await trigger.focus();
     await page.keyboard.press('Enter');
     const drawer = page.getByRole('dialog');
