@@ -230,7 +230,7 @@ describe('admin UI', { timeout: 100_000 }, () => {
     assert.match(payment.id, /^pay_/);
 
     // Newest first: the new order is on page 1 once the list is read again.
-    await page.goto(ADMIN_URL);
+    await page.goto(`${ADMIN_URL}orders`);
     const row = page.locator(`[data-testid="order-row-${orderId}"]`);
     await row.waitFor({ timeout: 15_000 });
     assert.equal(await row.getAttribute('data-status'), 'PENDING');

@@ -82,7 +82,7 @@ function Shell({ sc, email, onSignOut }: { sc: SessionClient; email: string; onS
               </svg>
             </span>
             <span className="truncate text-sm font-semibold tracking-tight text-slate-900">
-              Order service <span className="hidden font-normal text-slate-400 sm:inline">/ Admin</span>
+              Order service <span className="hidden font-normal text-slate-500 sm:inline">/ Admin</span>
             </span>
           </div>
           <div className="ml-auto flex shrink-0 items-center gap-2 sm:gap-3">

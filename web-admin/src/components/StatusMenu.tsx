@@ -70,7 +70,7 @@ export function StatusMenu({ orderId, status, busy, onSelect }: Props) {
 
   if (options.length === 0) {
     return (
-      <span className="inline-flex h-8 items-center px-1 text-xs text-slate-400" title="This order is final and cannot change">
+      <span className="inline-flex h-8 items-center px-1 text-xs text-slate-500" title="This order is final and cannot change">
         Final
       </span>
     );

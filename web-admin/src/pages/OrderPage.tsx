@@ -3,7 +3,7 @@ import { useEffect, useRef, useState } from 'react';
 import { ORDER_DETAIL } from '../graphql/backoffice';
 import type { OrderStatus } from '../graphql/types';
 import { useLiveFeed } from '../lib/context';
-import { errorMessage } from '../lib/errors';
+import { errorMessage, hasCode } from '../lib/errors';
 import { formatDateTime, formatMoney } from '../lib/format';
 import { useRefund } from '../lib/refunds';
 import { useStore } from '../lib/store';
@@ -65,9 +65,9 @@ export function OrderPage({ orderId }: { orderId: string }) {
         )}
       </div>
 
-      {error && !order && <ErrorBox>{errorMessage(error)}</ErrorBox>}
+      {error && !order && !hasCode(error, 'NOT_FOUND') && <ErrorBox>{errorMessage(error)}</ErrorBox>}
       {!order && loading && <p className="text-sm text-slate-600">Loading…</p>}
-      {!order && !loading && !error && (
+      {!order && !loading && (!error || hasCode(error, 'NOT_FOUND')) && (
         <p className="text-sm text-slate-600" data-testid="order-missing">
           This order does not exist.
         </p>
