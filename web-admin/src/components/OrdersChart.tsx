@@ -33,7 +33,7 @@ export function OrdersChart({ days }: { days: readonly DayFigure[] }) {
             borderColor: dark ? '#34d399' : '#059669',
             backgroundColor: dark ? '#34d399' : '#059669',
             pointRadius: 2,
-            tension: 0.25,
+            cubicInterpolationMode: 'monotone',
             yAxisID: 'revenue',
             order: 1,
           },

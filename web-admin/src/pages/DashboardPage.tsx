@@ -1,13 +1,16 @@
 import { useQuery } from '@apollo/client';
-import { useMemo } from 'react';
+import { lazy, Suspense, useMemo } from 'react';
 import { ORDER_STATS, STATUS_COUNTS } from '../graphql/backoffice';
 import { ORDER_STATUSES, type OrderStatus } from '../graphql/types';
 import { errorMessage } from '../lib/errors';
 import { formatMoney } from '../lib/format';
 import { useRefundsNeeded } from '../lib/refunds';
 import { STATUS_DOT, STATUS_LABEL } from '../lib/status';
-import { OrdersChart, type DayFigure } from '../components/OrdersChart';
+import type { DayFigure } from '../components/OrdersChart';
 import { CARD, ErrorBox, Link, PageHeader } from '../components/ui';
+
+// Chart.js is a chunk of its own: only the dashboard loads it.
+const OrdersChart = lazy(() => import('../components/OrdersChart').then((m) => ({ default: m.OrdersChart })));
 
 const DAYS = 30;
 /** What counts as revenue: orders whose money was taken and not given back. */
@@ -72,7 +75,9 @@ export function DashboardPage() {
         <h2 id="chart-h" className="mb-3 text-base font-semibold text-slate-900">
           Orders and revenue, last {DAYS} days (UTC)
         </h2>
-        {figures ? <OrdersChart days={figures} /> : <div className="h-64 animate-pulse rounded bg-slate-100 sm:h-72" aria-hidden="true" />}
+        <Suspense fallback={<div className="h-64 animate-pulse rounded bg-slate-100 sm:h-72" aria-hidden="true" />}>
+          {figures ? <OrdersChart days={figures} /> : <div className="h-64 animate-pulse rounded bg-slate-100 sm:h-72" aria-hidden="true" />}
+        </Suspense>
         <p className="mt-2 text-xs text-slate-600">Revenue counts paid, shipped and delivered orders, by the day they were placed.</p>
       </section>
 
