@@ -170,6 +170,13 @@ describe('back office pages', { timeout: 400_000 }, () => {
       assert.equal(await page.locator('[data-testid="status-counts"] [data-status="CANCELLED"]').innerText(), String(counts.cancelled.total));
       await eventually(async () => (await page.getByTestId('card-dead-letters').innerText()).includes(String(counts.deadLetters.total)), 'the dead letters count');
       await eventually(async () => /Refunds needed\s*\d+/.test(await page.getByTestId('card-refunds').innerText()), 'the refunds count');
+      // A count links to the list filtered by its status; from there, the nav's Orders clears it.
+      await page.getByTestId('status-counts').getByRole('link', { name: /Paid/ }).click();
+      await rowsWhere(page, (l) => l.length > 0 && l.every((r) => r.status === 'PAID'), 'PAID orders only');
+      assert.equal(new URL(page.url()).searchParams.get('status'), 'PAID');
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Orders' }).click();
+      await rowsWhere(page, (l) => l.some((r) => r.status !== 'PAID'), 'every status again');
+      assert.equal(await page.getByLabel('Status', { exact: true }).inputValue(), '');
     } finally {
       await ctx.close();
     }
@@ -404,6 +411,12 @@ describe('back office pages', { timeout: 400_000 }, () => {
             await page.locator(p.ready).first().waitFor({ timeout: 15_000 });
             await page.locator('[data-testid="skeleton-row"]').first().waitFor({ state: 'detached' });
             await assertAccessible(page, `${p.name} (${label})`);
+            if (viewport === PHONE && p.name === 'orders' && !dark) {
+              // The headers are hidden on a phone: the sort is a select there.
+              await page.getByLabel('Sort').selectOption({ label: 'Highest amount first' });
+              await eventually(async () => new URL(page.url()).searchParams.get('sort') === 'AMOUNT_HIGH', 'sort from the phone select');
+              await rowsWhere(page, (l) => l.length > 0, 'rows');
+            }
             if (viewport === PHONE) {
               const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
               assert.ok(overflow <= 0, `${p.name}: no sideways scrolling at 375px (overflow ${overflow}px)`);

@@ -2,7 +2,7 @@ import { OrderPage } from '../pages/OrderPage';
 import { DashboardPage } from '../pages/DashboardPage';
 import { PaymentsPage } from '../pages/PaymentsPage';
 import { ProductsPage } from '../pages/ProductsPage';
-import { usePath } from '../lib/router';
+import { useNavigation, usePath } from '../lib/router';
 import { useStore } from '../lib/store';
 import { setTheme, darkMode } from '../lib/theme';
 import { OrdersPage } from './OrdersPage';
@@ -83,8 +83,10 @@ function NotFound() {
 
 export function AdminRoutes() {
   const path = usePath();
+  const navigation = useNavigation();
   if (path === '/') return <DashboardPage />;
-  if (path === '/orders') return <OrdersPage />;
+  // Keyed by the navigation: a link to /orders?status=PAID from /orders reads the new query.
+  if (path === '/orders') return <OrdersPage key={navigation} />;
   const order = /^\/orders\/([^/]+)$/.exec(path);
   if (order) return <OrderPage key={order[1]} orderId={decodeURIComponent(order[1]!)} />;
   if (path === '/payments') return <PaymentsPage />;

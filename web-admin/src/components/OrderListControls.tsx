@@ -103,3 +103,21 @@ export function CreatedRangeFilter({
     </fieldset>
   );
 }
+
+/** Below lg the column headers are hidden (rows are cards): the same sorts as a select. */
+export function SortSelect({ sort, className, onChange }: { sort: OrderSort; className: string; onChange: (s: OrderSort) => void }) {
+  return (
+    <div className="lg:hidden">
+      <label htmlFor="orders-sort" className="mb-1 block text-xs font-medium text-slate-600">
+        Sort
+      </label>
+      <select id="orders-sort" value={sort} onChange={(e) => onChange(e.target.value as OrderSort)} className={`${className} pr-8`}>
+        {(Object.keys(SORT_CAPTION) as OrderSort[]).map((s) => (
+          <option key={s} value={s}>
+            {SORT_CAPTION[s].replace(/^./, (c) => c.toUpperCase())}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}

@@ -9,7 +9,7 @@ import { STATUS_LABEL } from '../lib/status';
 import { useStore } from '../lib/store';
 import { useChangeStatus } from '../lib/useChangeStatus';
 import { listVariables, PAGE_SIZES, readListParams, writeListParams, type ListParams } from '../lib/urlState';
-import { CreatedRangeFilter, CustomerFilter, SORT_CAPTION, SortHeader, sortFor } from './OrderListControls';
+import { CreatedRangeFilter, CustomerFilter, SORT_CAPTION, SortHeader, SortSelect, sortFor } from './OrderListControls';
 import { OrderDrawer } from './OrderDrawer';
 import { OrderRow } from './OrderRow';
 import { Pagination } from './Pagination';
@@ -154,6 +154,7 @@ export function OrdersPage() {
             ))}
           </select>
         </div>
+        <SortSelect sort={params.sort} className={CONTROL} onChange={(sort) => setParams((p) => ({ ...p, sort, page: 1 }))} />
         <CustomerFilter value={params.customer} className={CONTROL} onChange={(customer) => setParams((p) => ({ ...p, customer, page: 1 }))} />
         <CreatedRangeFilter
           from={params.from}

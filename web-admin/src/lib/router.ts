@@ -4,7 +4,12 @@ import { useSyncExternalStore, type MouseEvent } from 'react';
 export const BASE = '/admin';
 
 const listeners = new Set<() => void>();
-const notify = () => listeners.forEach((l) => l());
+/** Counts navigations (links, Back, Forward): a page keyed by it starts afresh from the URL. */
+let navigations = 0;
+const notify = () => {
+  navigations += 1;
+  listeners.forEach((l) => l());
+};
 window.addEventListener('popstate', notify);
 
 function subscribe(listener: () => void): () => void {
@@ -20,6 +25,11 @@ export function usePath(): string {
   const rest = full.startsWith(BASE) ? full.slice(BASE.length) : full;
   const trimmed = rest.replace(/\/+$/, '');
   return trimmed === '' ? '/' : trimmed;
+}
+
+const currentNavigation = () => navigations;
+export function useNavigation(): number {
+  return useSyncExternalStore(subscribe, currentNavigation, currentNavigation);
 }
 
 export function href(path: string): string {
