@@ -230,7 +230,7 @@ describe('admin UI', { timeout: 100_000 }, () => {
     assert.match(payment.id, /^pay_/);
 
     // Newest first: the new order is on page 1 once the list is read again.
-    await page.goto(ADMIN_URL);
+    await page.goto(`${ADMIN_URL}orders`);
     const row = page.locator(`[data-testid="order-row-${orderId}"]`);
     await row.waitFor({ timeout: 15_000 });
     assert.equal(await row.getAttribute('data-status'), 'PENDING');
@@ -394,7 +394,7 @@ describe('admin UI', { timeout: 100_000 }, () => {
     await waitForRows(page);
     const first = (await rows(page))[0];
     assert.ok(first);
-    const trigger = page.getByRole('button', { name: `Order #${first.id} details` });
+    const trigger = page.getByRole('button', { name: `Details of order #${first.id}` });
     await trigger.focus();
     await page.keyboard.press('Enter');
     const drawer = page.getByRole('dialog');

@@ -2,7 +2,8 @@
 // Shared helpers for the admin end-to-end tests: a browser, GraphQL over fetch, signed webhooks.
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -170,11 +171,11 @@ export function assertSecurityHeaders(headers) {
 }
 
 /**
- * Signs in through the login form and waits for the orders table.
- * @param {import('playwright-core').Page} page @param {{email: string, password: string}} who
+ * Signs in through the login form at /admin/<path> (the orders list unless said otherwise).
+ * @param {import('playwright-core').Page} page @param {{email: string, password: string}} who @param {string} [path]
  */
-export async function uiLogin(page, who = ADMIN) {
-  await page.goto(ADMIN_URL);
+export async function uiLogin(page, who = ADMIN, path = 'orders') {
+  await page.goto(`${ADMIN_URL}${path}`);
   await page.getByLabel('Email').fill(who.email);
   await page.getByLabel('Password').fill(who.password);
   await page.getByRole('button', { name: 'Sign in' }).click();
@@ -238,4 +239,28 @@ export async function rowsWhere(page, check, what) {
     const list = await rows(page);
     return check(list) ? list : null;
   }, what, 15_000));
+}
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/**
+ * Runs axe-core (npm) in the page and returns its serious and critical violations. The
+ * source goes in through the DevTools protocol (page.evaluate), which the page's
+ * Content-Security-Policy does not govern, so the policy stays as users get it.
+ * @param {import('playwright-core').Page} page
+ * @returns {Promise<{id: string, impact: string, help: string, nodes: string[]}[]>}
+ */
+export async function axeViolations(page) {
+  await page.evaluate(`${AXE_SOURCE}\n;void 0`);
+  const result = await page.evaluate(async () => {
+    // @ts-ignore axe is the global the script above defined
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((/** @type {any} */ v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.slice(0, 5).map((/** @type {any} */ n) => `${n.target.join(' ')}: ${n.failureSummary}`),
+    }));
+  });
+  return result.filter((/** @type {any} */ v) => v.impact === 'serious' || v.impact === 'critical');
 }

@@ -7,7 +7,7 @@ import { LiveFeedContext } from '../lib/context';
 import { startLiveFeed, type LiveFeed } from '../lib/live';
 import { useStore } from '../lib/store';
 import { LiveIndicator } from './LiveIndicator';
-import { OrdersPage } from './OrdersPage';
+import { AdminNav, AdminRoutes, ThemeToggle } from './AdminNav';
 
 const MAX_TIMEOUT = 2 ** 31 - 1;
 
@@ -68,10 +68,10 @@ function Shell({ sc, email, onSignOut }: { sc: SessionClient; email: string; onS
   return (
     <div className="min-h-dvh">
       <a
-        href="#orders"
+        href="#content"
         className="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:z-50 focus:rounded focus:bg-white focus:px-3 focus:py-2 focus:text-sm focus:shadow"
       >
-        Skip to orders
+        Skip to content
       </a>
       <header className="sticky top-0 z-30 border-b border-slate-200 bg-white/90 backdrop-blur">
         <div className="mx-auto flex max-w-7xl items-center gap-x-3 px-4 py-3 sm:gap-x-4 sm:px-6">
@@ -82,10 +82,11 @@ function Shell({ sc, email, onSignOut }: { sc: SessionClient; email: string; onS
               </svg>
             </span>
             <span className="truncate text-sm font-semibold tracking-tight text-slate-900">
-              Order service <span className="hidden font-normal text-slate-400 sm:inline">/ Admin</span>
+              Order service <span className="hidden font-normal text-slate-500 sm:inline">/ Admin</span>
             </span>
           </div>
           <div className="ml-auto flex shrink-0 items-center gap-2 sm:gap-3">
+            <ThemeToggle />
             <LiveIndicator state={live} />
             <span className="hidden max-w-48 truncate text-sm text-slate-600 sm:inline" title={email} data-testid="current-user">
               {email}
@@ -99,8 +100,13 @@ function Shell({ sc, email, onSignOut }: { sc: SessionClient; email: string; onS
             </button>
           </div>
         </div>
+        <div className="mx-auto max-w-7xl px-2 sm:px-4">
+          <AdminNav />
+        </div>
       </header>
-      <OrdersPage />
+      <div id="content" tabIndex={-1} className="outline-none">
+        <AdminRoutes />
+      </div>
     </div>
   );
 }

@@ -1,12 +1,13 @@
 import { useQuery } from '@apollo/client';
 import { useEffect, useId, useRef, type KeyboardEvent } from 'react';
-import { ORDER, ORDER_HISTORY } from '../graphql/operations';
-import type { Order, OrderEvent, OrderEventKind, OrderStatus } from '../graphql/types';
+import { ORDER } from '../graphql/operations';
+import type { Order, OrderStatus } from '../graphql/types';
 import { useLiveFeed } from '../lib/context';
 import { errorMessage } from '../lib/errors';
 import { formatDateTime, formatMoney } from '../lib/format';
 import { useStore } from '../lib/store';
 import { PaymentBadge, StatusBadge } from './StatusBadge';
+import { OrderTimeline } from './OrderTimeline';
 import { StatusMenu } from './StatusMenu';
 
 interface Props {
@@ -29,9 +30,6 @@ export function OrderDrawer({ orderId, onClose, onChangeStatus, pending }: Props
     nextFetchPolicy: 'cache-first',
   });
   const order = data?.order;
-  const history = useQuery(ORDER_HISTORY, { variables: { id: orderId }, fetchPolicy: 'cache-and-network' });
-  // The stored history, then what arrived live since it was read: each event once.
-  const timeline = mergeEvents(history.data?.order?.history ?? [], events);
 
   useEffect(() => closeRef.current?.focus(), []);
 
@@ -183,37 +181,7 @@ export function OrderDrawer({ orderId, onClose, onChangeStatus, pending }: Props
                 )}
               </section>
 
-              <section aria-labelledby={`${titleId}-events`}>
-                <h3 id={`${titleId}-events`} className="mb-2 text-sm font-semibold text-slate-900">
-                  History
-                </h3>
-                {timeline.length === 0 ? (
-                  <p className="text-sm text-slate-500">{history.loading ? 'Loading…' : 'No events.'}</p>
-                ) : (
-                  <ol className="relative space-y-3 border-l border-slate-200 pl-4" data-testid="drawer-events">
-                    {[...timeline].reverse().map((ev) => (
-                      <li key={ev.cursor} className="text-sm" data-testid="timeline-event" data-kind={ev.kind} data-cursor={ev.cursor}>
-                        <span aria-hidden="true" className="absolute -left-1 mt-1.5 size-2 rounded-full bg-slate-300" />
-                        <div className="flex flex-wrap items-center gap-2">
-                          <span className="font-medium text-slate-900">{KIND_LABEL[ev.kind]}</span>
-                          {ev.previousStatus ? (
-                            <>
-                              <StatusBadge status={ev.previousStatus} />
-                              <span aria-label="to" className="text-slate-400">→</span>
-                              <StatusBadge status={ev.status} />
-                            </>
-                          ) : null}
-                          <span className="text-xs text-slate-500">v{ev.version}</span>
-                        </div>
-                        <p className="mt-0.5 text-xs text-slate-500">
-                          <time dateTime={ev.at}>{formatDateTime(ev.at)}</time> · {SOURCE_LABEL[ev.source]}
-                          {ev.actor ? ` (${ev.actor.email})` : ''}
-                        </p>
-                      </li>
-                    ))}
-                  </ol>
-                )}
-              </section>
+              <OrderTimeline orderId={orderId} />
             </>
           )}
         </div>
@@ -229,26 +197,4 @@ function Field({ label, wide, children }: { label: string; wide?: boolean; child
       <dd className="mt-0.5 text-slate-900">{children}</dd>
     </div>
   );
-}
-
-const KIND_LABEL: Record<OrderEventKind, string> = {
-  CREATED: 'Created',
-  STATUS_CHANGED: 'Status changed',
-  PAYMENT_INITIATED: 'Payment started',
-  PAYMENT_SUCCEEDED: 'Payment succeeded',
-  PAYMENT_FAILED: 'Payment failed',
-  REFUND_NEEDED: 'Refund needed',
-  REFUNDED: 'Refunded',
-};
-
-const SOURCE_LABEL: Record<OrderEvent['source'], string> = {
-  USER: 'customer',
-  ADMIN: 'admin',
-  PAYMENT_PROVIDER: 'payment provider',
-  SYSTEM: 'system',
-};
-
-function mergeEvents(stored: readonly OrderEvent[], live: readonly OrderEvent[]): OrderEvent[] {
-  const known = new Set(stored.map((e) => e.cursor));
-  return [...stored, ...live.filter((e) => !known.has(e.cursor))];
 }

@@ -3,6 +3,7 @@ import type { Order, OrderStatus } from '../graphql/types';
 import { formatDateTime, formatMoney, summarizeItems } from '../lib/format';
 import { StatusBadge } from './StatusBadge';
 import { StatusMenu } from './StatusMenu';
+import { Link } from './ui';
 
 interface Props {
   order: Order;
@@ -27,14 +28,14 @@ export const OrderRow = memo(function OrderRow({ order, flash, busy, onOpen, onC
       className="flex flex-wrap items-center gap-x-3 gap-y-1.5 px-4 py-4 lg:table-row lg:p-0 hover:bg-slate-50/70"
     >
       <td className={`${TD} order-1 grow basis-1/3`}>
-        <button
-          type="button"
-          onClick={(e) => onOpen(order.id, e.currentTarget)}
+        {/* The order's own page (a real URL); "Details" opens the drawer. */}
+        <Link
+          to={`/orders/${order.id}`}
           className="rounded font-mono text-sm font-semibold text-indigo-700 hover:text-indigo-500 hover:underline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-indigo-600"
-          aria-label={`Order #${order.id} details`}
+          aria-label={`Order #${order.id} page`}
         >
           #{order.id}
-        </button>
+        </Link>
       </td>
       <td className={`${TD} order-3 min-w-0 basis-full text-sm text-slate-900`}>
         <span className="block truncate lg:max-w-56" title={order.user.email}>

@@ -8,7 +8,8 @@ import { useDebounced } from '../lib/hooks';
 import { STATUS_LABEL } from '../lib/status';
 import { useStore } from '../lib/store';
 import { useChangeStatus } from '../lib/useChangeStatus';
-import { PAGE_SIZES, readListParams, writeListParams, type ListParams } from '../lib/urlState';
+import { listVariables, PAGE_SIZES, readListParams, writeListParams, type ListParams } from '../lib/urlState';
+import { CreatedRangeFilter, CustomerFilter, SORT_CAPTION, SortHeader, SortSelect, sortFor } from './OrderListControls';
 import { OrderDrawer } from './OrderDrawer';
 import { OrderRow } from './OrderRow';
 import { Pagination } from './Pagination';
@@ -16,14 +17,14 @@ import { Pagination } from './Pagination';
 const CONTROL =
   'block h-9 rounded-md border-0 bg-white px-3 text-sm text-slate-900 shadow-xs ring-1 ring-inset ring-slate-300 focus:ring-2 focus:ring-inset focus:ring-indigo-600 focus:outline-none';
 
-const COLUMNS: { label: string; className?: string }[] = [
-  { label: 'Order' },
+const COLUMNS: { label: string; className?: string; sortable?: boolean }[] = [
+  { label: 'Order', sortable: true },
   { label: 'Customer' },
   { label: 'Items' },
-  { label: 'Amount', className: 'text-right' },
+  { label: 'Amount', className: 'text-right', sortable: true },
   { label: 'Status' },
   { label: 'Version', className: 'text-center' },
-  { label: 'Updated' },
+  { label: 'Updated', sortable: true },
   { label: 'Actions', className: 'text-right' },
 ];
 
@@ -44,7 +45,7 @@ export function OrdersPage() {
   useEffect(() => writeListParams(params), [params]);
 
   const { data, previousData, error, networkStatus, refetch } = useQuery(ORDERS, {
-    variables: { status: params.status, q: params.q || null, page: params.page, limit: params.limit },
+    variables: listVariables(params),
     fetchPolicy: 'cache-and-network',
     nextFetchPolicy: 'cache-first',
     notifyOnNetworkStatusChange: true,
@@ -73,7 +74,16 @@ export function OrdersPage() {
   // New orders, live: on top of page 1 when no filter hides them, else counted in a pill.
   const seenCreated = useRef(createdList.length);
   const [unseen, setUnseen] = useState(0);
-  const showsNew = params.page === 1 && !params.q && (params.status === null || params.status === 'PENDING');
+  // A new order is PENDING, created now: it tops page 1 unless a filter or the sort says no.
+  const today = new Date().toISOString().slice(0, 10);
+  const showsNew =
+    params.page === 1 &&
+    !params.q &&
+    !params.customer &&
+    (params.status === null || params.status === 'PENDING') &&
+    (params.sort === 'NEWEST' || params.sort === 'RECENTLY_UPDATED') &&
+    (!params.from || params.from <= today) &&
+    (!params.to || params.to >= today);
   useEffect(() => {
     const fresh = createdList.length - seenCreated.current;
     if (fresh <= 0) return;
@@ -87,7 +97,7 @@ export function OrdersPage() {
   const showNew = () => {
     setUnseen(0);
     setSearch('');
-    setParams((p) => ({ ...p, q: '', status: null, page: 1 }));
+    setParams((p) => ({ ...p, q: '', status: null, page: 1, sort: 'NEWEST', from: '', to: '', customer: '' }));
     void refetch().catch(() => undefined);
   };
   useEffect(() => {
@@ -96,7 +106,7 @@ export function OrdersPage() {
 
   const from = result && result.total ? (result.page - 1) * result.limit + 1 : 0;
   const to = result ? Math.min(result.page * result.limit, result.total) : 0;
-  const filtered = Boolean(params.q || params.status);
+  const filtered = Boolean(params.q || params.status || params.from || params.to || params.customer);
 
   return (
     <main id="orders" className="mx-auto max-w-7xl px-4 py-6 sm:px-6 lg:py-8">
@@ -113,8 +123,10 @@ export function OrdersPage() {
           disabled={busy}
           className="inline-flex h-9 items-center gap-2 rounded-md bg-white px-3 text-sm font-medium text-slate-700 shadow-xs ring-1 ring-inset ring-slate-300 hover:bg-slate-50 focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-indigo-600 disabled:opacity-60"
         >
-          <svg aria-hidden="true" viewBox="0 0 20 20" fill="currentColor" className={`size-4 text-slate-500 ${busy ? 'animate-spin' : ''}`}>
-            <path fillRule="evenodd" d="M15.31 4.69a.75.75 0 0 1 .75.75v3.5a.75.75 0 0 1-.75.75h-3.5a.75.75 0 0 1 0-1.5h1.73A5.5 5.5 0 1 0 15.5 10a.75.75 0 0 1 1.5 0 7 7 0 1 1-2.44-5.31V5.44a.75.75 0 0 1 .75-.75Z" clipRule="evenodd" />
+          {/* Drawn with strokes: the old filled path rendered as a blob (issue 17). */}
+          <svg aria-hidden="true" viewBox="0 0 24 24" fill="none" stroke="currentColor" strokeWidth={2} strokeLinecap="round" strokeLinejoin="round" className={`size-4 text-slate-500 ${busy ? 'animate-spin' : ''}`} data-testid="refresh-icon">
+            <path d="M20 11a8 8 0 1 0-2.3 5.7" />
+            <path d="M20 4v7h-7" />
           </svg>
           Refresh
         </button>
@@ -135,7 +147,8 @@ export function OrdersPage() {
               value={search}
               maxLength={100}
               onChange={(e) => setSearch(e.target.value)}
-              placeholder="Order id, SKU or customer email"
+              disabled={Boolean(params.customer)}
+              placeholder={params.customer ? 'The customer filter replaces the search' : 'Order id, SKU or customer email'}
               className={`${CONTROL} w-full pl-8`}
             />
           </div>
@@ -175,12 +188,20 @@ export function OrdersPage() {
             ))}
           </select>
         </div>
+        <SortSelect sort={params.sort} className={CONTROL} onChange={(sort) => setParams((p) => ({ ...p, sort, page: 1 }))} />
+        <CustomerFilter value={params.customer} className={CONTROL} onChange={(customer) => setParams((p) => ({ ...p, customer, page: 1 }))} />
+        <CreatedRangeFilter
+          from={params.from}
+          to={params.to}
+          className={CONTROL}
+          onChange={(from, to) => setParams((p) => ({ ...p, from, to, page: 1 }))}
+        />
         {filtered && (
           <button
             type="button"
             onClick={() => {
               setSearch('');
-              setParams((p) => ({ ...p, q: '', status: null, page: 1 }));
+              setParams((p) => ({ ...p, q: '', status: null, from: '', to: '', customer: '', page: 1 }));
             }}
             className="h-9 rounded-md px-2 text-sm font-medium text-indigo-700 hover:text-indigo-500 focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-indigo-600"
           >
@@ -214,12 +235,23 @@ export function OrdersPage() {
       <div className="relative overflow-hidden rounded-xl bg-white shadow-sm ring-1 ring-slate-900/5" aria-busy={busy}>
         {busy && result && <div aria-hidden="true" className="absolute inset-x-0 top-0 z-10 h-0.5 animate-progress bg-indigo-500" />}
         <table className="block w-full lg:table" data-testid="orders-table">
-          <caption className="sr-only">Orders, newest first</caption>
+          <caption className="sr-only">Orders, {SORT_CAPTION[params.sort]}</caption>
           <thead className="hidden border-b border-slate-200 bg-slate-50/80 lg:table-header-group">
             <tr>
               {COLUMNS.map((c) => (
-                <th key={c.label} scope="col" className={`px-4 py-2.5 text-left text-xs font-semibold uppercase tracking-wide text-slate-500 ${c.className ?? ''}`}>
-                  {c.label === 'Actions' ? <span className="sr-only">Actions</span> : c.label}
+                <th
+                  key={c.label}
+                  scope="col"
+                  aria-sort={c.sortable ? sortFor(c.label, params.sort).ariaSort : undefined}
+                  className={`px-4 py-2.5 text-left text-xs font-semibold uppercase tracking-wide text-slate-500 ${c.className ?? ''}`}
+                >
+                  {c.label === 'Actions' ? (
+                    <span className="sr-only">Actions</span>
+                  ) : c.sortable ? (
+                    <SortHeader label={c.label} sort={params.sort} onSort={(sort) => setParams((p) => ({ ...p, sort, page: 1 }))} />
+                  ) : (
+                    c.label
+                  )}
                 </th>
               ))}
             </tr>

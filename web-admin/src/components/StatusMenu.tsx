@@ -28,6 +28,7 @@ export function StatusMenu({ orderId, status, busy, onSelect }: Props) {
 
   const close = (restoreFocus: boolean) => {
     setOpen(false);
+    setPos(null);
     if (restoreFocus) buttonRef.current?.focus();
   };
 
@@ -38,9 +39,15 @@ export function StatusMenu({ orderId, status, busy, onSelect }: Props) {
     setPos({ top: up ? r.top - 6 : r.bottom + 6, right: Math.max(window.innerWidth - r.right, 8), up });
   }, [open, options.length]);
 
+  // The menu renders once its position is known: focus its first item then (Enter, Space,
+  // ArrowDown or a click), so the arrow keys work at once (issue 17).
+  const placed = pos !== null;
+  useEffect(() => {
+    if (open && placed) menuRef.current?.querySelector<HTMLElement>('[role="menuitem"]')?.focus();
+  }, [open, placed]);
+
   useEffect(() => {
     if (!open) return;
-    menuRef.current?.querySelector<HTMLElement>('[role="menuitem"]')?.focus();
     const onPointer = (e: PointerEvent) => {
       if (!menuRef.current?.contains(e.target as Node) && !buttonRef.current?.contains(e.target as Node)) close(false);
     };
@@ -56,11 +63,14 @@ export function StatusMenu({ orderId, status, busy, onSelect }: Props) {
   }, [open]);
 
   // A live update may make the open menu's choices stale.
-  useEffect(() => setOpen(false), [status]);
+  useEffect(() => {
+    setOpen(false);
+    setPos(null);
+  }, [status]);
 
   if (options.length === 0) {
     return (
-      <span className="inline-flex h-8 items-center px-1 text-xs text-slate-400" title="This order is final and cannot change">
+      <span className="inline-flex h-8 items-center px-1 text-xs text-slate-500" title="This order is final and cannot change">
         Final
       </span>
     );

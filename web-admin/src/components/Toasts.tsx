@@ -1,3 +1,4 @@
+import { useEffect, useRef } from 'react';
 import { dismissToast, toasts, type ToastKind } from '../lib/toast';
 import { useStore } from '../lib/store';
 
@@ -11,8 +12,27 @@ const ICON: Record<ToastKind, string> = { success: '✓', error: '!', info: 'i' 
 
 export function Toasts() {
   const list = useStore(toasts);
+  const ref = useRef<HTMLDivElement>(null);
+
+  // The page gets room below its end for the toasts, so they never hide the last row's
+  // buttons or the pagination: scrolled to the bottom, everything sits above them (issue 17).
+  useEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const fit = () => {
+      const h = list.length ? el.offsetHeight : 0;
+      document.body.style.paddingBottom = h ? `${h}px` : '';
+    };
+    fit();
+    const ro = new ResizeObserver(fit);
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, [list.length]);
+
   return (
     <div
+      ref={ref}
+      data-testid="toasts"
       aria-live="polite"
       role="status"
       className="pointer-events-none fixed inset-x-0 bottom-0 z-50 flex flex-col items-center gap-2 p-4 sm:items-end"

@@ -71,8 +71,16 @@ export const ME: TypedDocumentNode<MeData, Record<string, never>> = gql`
 `;
 
 export const ORDERS: TypedDocumentNode<OrdersData, OrdersVars> = gql`
-  query AdminOrders($status: OrderStatus, $q: String, $page: Int!, $limit: Int!) {
-    orders(status: $status, q: $q, page: $page, limit: $limit) {
+  query AdminOrders(
+    $status: OrderStatus
+    $q: String
+    $page: Int!
+    $limit: Int!
+    $sort: OrderSort
+    $createdFrom: DateTime
+    $createdTo: DateTime
+  ) {
+    orders(status: $status, q: $q, page: $page, limit: $limit, sort: $sort, createdFrom: $createdFrom, createdTo: $createdTo) {
       items {
         ...OrderFields
       }

@@ -102,6 +102,9 @@ export interface OrdersVars {
   q?: string | null;
   page: number;
   limit: number;
+  sort?: 'NEWEST' | 'OLDEST' | 'RECENTLY_UPDATED' | 'AMOUNT_HIGH' | 'AMOUNT_LOW' | null;
+  createdFrom?: DateTime | null;
+  createdTo?: DateTime | null;
 }
 
 export interface OrderData {
