@@ -133,11 +133,10 @@ def _exporter_from_env() -> Any:
 
 
 def enable(provider: Any) -> None:
-    """Trace through `provider` (tests pass one with an in-memory exporter): our spans, and
-    the Redis instrumentation (httpx: per client, `instrument_httpx`)."""
+    """Trace through `provider` (tests pass one with an in-memory exporter): our spans
+    (httpx's instrumentation: per client, `instrument_httpx`)."""
     global ENABLED, _tracer, _provider, _get_value, _suppress_key, _current_span
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.trace import get_current_span
 
     global _ids, _root_bound
@@ -152,12 +151,10 @@ def enable(provider: Any) -> None:
     # Before any tracer is made: each tracer keeps the generator it was given.
     _ids = provider.id_generator = _Ids(provider.id_generator)
     _tracer = provider.get_tracer("order_service")
-    # No asyncpg instrumentation: models/sql.py makes the statement spans, for recorded
-    # traces only (the instrumentation's wrapper runs on every call, and its spans carry
-    # a dozen attributes each; docs/operations.md, "Traces").
-    for instrumentor in (RedisInstrumentor(),):
-        instrumentor.instrument(tracer_provider=provider)
-        _instrumentors.append(instrumentor)
+    # No asyncpg or redis instrumentation: models/sql.py makes the statement spans and
+    # infra/ its Redis calls' (`redis()`), for recorded traces only. The instrumentations'
+    # wrappers run on every call, sampled or not, and put half a dozen attributes or more
+    # on each span (docs/operations.md, "Traces"; docs/benchmarks.md, "Tracing").
     ENABLED = True
 
 
@@ -428,6 +425,26 @@ def statement_span(system: str, text: str) -> Iterator[None]:
         attributes={"db.system": system, "db.statement": text},
     ):
         yield
+
+
+def redis(call: Awaitable[R], command: str) -> Awaitable[R]:
+    """A Redis call of infra/ (`await tracing.redis(client.get(key), "GET")`), in a span
+    of its own inside a recorded trace; otherwise the call itself, untouched (one flag
+    read). The span has the command's name only: never a key or an argument."""
+    if not ENABLED or _get_value(_suppress_key):
+        return call
+    return _redis_span(call, command)
+
+
+async def _redis_span(call: Awaitable[R], command: str) -> R:
+    from opentelemetry.trace import SpanKind
+
+    with _tracer.start_as_current_span(
+        command,
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": "redis", "db.operation.name": command},
+    ):
+        return await call
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 from infra import tracing
-from infra.broker import BrokerUnavailable
+from infra.broker import BrokerUnavailable, RedisBroker
 from infra.logs import JsonFormatter
 from infra.settings import Settings
 from resolvers import catalog, events
@@ -256,6 +256,18 @@ async def test_webhook_to_broker_to_subscriber_is_one_trace(
     assert deliver.parent is not None and deliver.parent.span_id == publish.context.span_id
     assert deliver.context.trace_id == process.context.trace_id
     assert deliver.kind.name == "CONSUMER" and publish.kind.name == "PRODUCER"
+    if isinstance(services.broker, RedisBroker):
+        # The broker's PUBLISH: a span of infra/'s own, the command's name and nothing else.
+        [command] = [
+            s
+            for s in traces.named("PUBLISH")
+            if s.parent is not None and s.parent.span_id == publish.context.span_id
+        ]
+        assert command.kind.name == "CLIENT"
+        assert dict(command.attributes or {}) == {
+            "db.system": "redis",
+            "db.operation.name": "PUBLISH",
+        }
     # The signature and the secret are in no span.
     text = traces.all_attribute_text()
     assert signed.request.headers["x-signature"] not in text
@@ -513,3 +525,35 @@ def test_a_subscriber_follows_the_publishers_sampled_flag(
     assert len(spans) == delivered
     if delivered:
         assert _trace_id(spans[0]) == INCOMING_TRACE
+
+
+async def test_a_redis_call_is_a_span_only_inside_a_recorded_trace(traces: Traces) -> None:
+    async def answer() -> str:
+        return "ok"
+
+    call = answer()
+    with tracing.quiet():
+        assert tracing.redis(call, "GET") is call  # untouched: no span, no wrapper
+    assert await call == "ok"
+    with tracing.span("outer"):
+        assert await tracing.redis(answer(), "GET") == "ok"
+    [get] = traces.named("GET")
+    assert traces.ancestors(get) == ["outer"]
+    assert dict(get.attributes or {}) == {"db.system": "redis", "db.operation.name": "GET"}
+
+    async def fails() -> None:
+        raise ConnectionError("down")
+
+    with tracing.span("outer"), pytest.raises(ConnectionError):
+        await tracing.redis(fails(), "SET")
+    [set_] = traces.named("SET")
+    assert set_.status.status_code.name == "ERROR"
+
+
+async def test_a_redis_call_is_untouched_while_tracing_is_off() -> None:
+    async def answer() -> int:
+        return 1
+
+    call = answer()
+    assert tracing.redis(call, "GET") is call
+    assert await call == 1
