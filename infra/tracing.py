@@ -15,7 +15,7 @@ Trace layout (docs/operations.md, "Traces"): the server span (`ServerSpans`; an 
 `traceparent` is continued) > the GraphQL operation span
 (`query OrderList`: the operation's name and type, never its variables) > the use case
 (`use_case orders.place`) > each database statement (`postgresql` or `sqlite` spans of our
-own, models/sql.py), Redis commands (arguments always replaced by `?`) and the
+own, models/sql.py), Redis commands (`redis()`: the name only, no argument) and the
 provider's HTTP calls (httpx's instrumentation, `traceparent` sent on). A webhook is
 `webhook.process` > `use_case payments.apply_webhook` > ... > `events.publish`; the
 broker message carries the publish span's `traceparent` in its envelope (`_trace`), and
@@ -449,8 +449,9 @@ async def _redis_span(call: Awaitable[R], command: str) -> R:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """No spans from the instrumentations inside (a background loop's polling, which would
-    otherwise start a trace of its own every second)."""
+    """No spans inside (a background loop's polling, which would otherwise start a trace
+    of its own every second): our hooks see `active()` false, httpx's instrumentation is
+    suppressed."""
     if not ENABLED:
         yield
         return
