@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
+from infra import tracing
 from infra.redis_link import RedisLink, ServerRestarts
 
 
@@ -156,7 +157,7 @@ class RedisCache:
         args: list[str | int] = [*(_token() for _ in keys), GENERATION_TTL_SECONDS]
         args += [f"{self._prefix}entry:{prefix}", suffix]
         try:
-            stamp, value = await self._stamped_get(keys=keys, args=args)
+            stamp, value = await tracing.redis(self._stamped_get(keys=keys, args=args), "EVALSHA")
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
             return None
@@ -169,7 +170,7 @@ class RedisCache:
         if not self.link.up:
             return None
         try:
-            value = await self._client.get(f"{self._prefix}entry:{key}")
+            value = await tracing.redis(self._client.get(f"{self._prefix}entry:{key}"), "GET")
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
             return None
@@ -181,7 +182,9 @@ class RedisCache:
         if not self.link.up:
             return
         try:
-            await self._client.set(f"{self._prefix}entry:{key}", value, ex=ttl)
+            await tracing.redis(
+                self._client.set(f"{self._prefix}entry:{key}", value, ex=ttl), "SET"
+            )
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
 
@@ -190,7 +193,10 @@ class RedisCache:
         # instances a stale read; one that does not is covered by the next epoch.
         keys = [f"{self._prefix}gen:{s}" for s in scopes]
         try:
-            await self._bump(keys=keys, args=[*(_token() for _ in keys), GENERATION_TTL_SECONDS])
+            await tracing.redis(
+                self._bump(keys=keys, args=[*(_token() for _ in keys), GENERATION_TTL_SECONDS]),
+                "EVALSHA",
+            )
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
 

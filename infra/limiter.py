@@ -27,6 +27,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from infra import tracing
 from infra.redis_link import RedisLink
 
 
@@ -192,8 +193,9 @@ class RedisLimiter:
             return None
         if self.link.usable():
             try:
-                answer = await self._reserve_script(
-                    keys=[self._prefix + k for k in keys], args=[per_minute]
+                answer = await tracing.redis(
+                    self._reserve_script(keys=[self._prefix + k for k in keys], args=[per_minute]),
+                    "EVALSHA",
                 )
             except (RedisError, OSError) as exc:
                 self.link.failed(exc)
@@ -210,7 +212,10 @@ class RedisLimiter:
             return
         if self.link.usable():
             try:
-                await self._release_script(keys=[self._prefix + k for k in keys], args=[per_minute])
+                await tracing.redis(
+                    self._release_script(keys=[self._prefix + k for k in keys], args=[per_minute]),
+                    "EVALSHA",
+                )
             except (RedisError, OSError) as exc:
                 self.link.failed(exc)
             else:

@@ -14,8 +14,8 @@ else: the instrumentations are not installed, the ASGI app is not wrapped.
 Trace layout (docs/operations.md, "Traces"): the server span (`ServerSpans`; an incoming
 `traceparent` is continued) > the GraphQL operation span
 (`query OrderList`: the operation's name and type, never its variables) > the use case
-(`use_case orders.place`) > each database statement (asyncpg's instrumentation, or
-`sqlite` spans of our own), Redis commands (arguments always replaced by `?`) and the
+(`use_case orders.place`) > each database statement (`postgresql` or `sqlite` spans of our
+own, models/sql.py), Redis commands (`redis()`: the name only, no argument) and the
 provider's HTTP calls (httpx's instrumentation, `traceparent` sent on). A webhook is
 `webhook.process` > `use_case payments.apply_webhook` > ... > `events.publish`; the
 broker message carries the publish span's `traceparent` in its envelope (`_trace`), and
@@ -40,6 +40,12 @@ ENABLED = False
 _tracer: Any = None
 _provider: Any = None
 _instrumentors: list[Any] = []
+# The provider's id generator, wrapped (`_Ids`), and the root sampler's bound on a trace
+# id's low 64 bits when `ServerSpans` can take the sampling decision of a new trace itself
+# (a ratio, always on or off, ParentBased or not); None otherwise (another sampler).
+_ids: Any = None
+_root_bound: int | None = None
+_TRACE_ID_LOW = (1 << 64) - 1
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -127,14 +133,13 @@ def _exporter_from_env() -> Any:
 
 
 def enable(provider: Any) -> None:
-    """Trace through `provider` (tests pass one with an in-memory exporter): our spans, and
-    the asyncpg and Redis instrumentations (httpx: per client, `instrument_httpx`)."""
+    """Trace through `provider` (tests pass one with an in-memory exporter): our spans
+    (httpx's instrumentation: per client, `instrument_httpx`)."""
     global ENABLED, _tracer, _provider, _get_value, _suppress_key, _current_span
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.trace import get_current_span
 
+    global _ids, _root_bound
     disable()
     _get_value, _suppress_key, _current_span = (
         get_value,
@@ -142,16 +147,62 @@ def enable(provider: Any) -> None:
         get_current_span,
     )
     _provider = provider
+    _root_bound = root_bound(provider.sampler)
+    # Before any tracer is made: each tracer keeps the generator it was given.
+    _ids = provider.id_generator = _Ids(provider.id_generator)
     _tracer = provider.get_tracer("order_service")
-    for instrumentor in (AsyncPGInstrumentor(), RedisInstrumentor()):
-        instrumentor.instrument(tracer_provider=provider)
-        _instrumentors.append(instrumentor)
+    # No asyncpg or redis instrumentation: models/sql.py makes the statement spans and
+    # infra/ its Redis calls' (`redis()`), for recorded traces only. The instrumentations'
+    # wrappers run on every call, sampled or not, and put half a dozen attributes or more
+    # on each span (docs/operations.md, "Traces"; docs/benchmarks.md, "Tracing").
     ENABLED = True
 
 
+def root_bound(sampler: Any) -> int | None:
+    """What decides whether a new trace (no incoming `traceparent`) is sampled: its trace
+    id's low 64 bits below this bound (as `TraceIdRatioBased`, the default root); None for a
+    sampler whose root is none of ratio, always on, always off."""
+    from opentelemetry.sdk.trace.sampling import (
+        Decision,
+        ParentBased,
+        StaticSampler,
+        TraceIdRatioBased,
+    )
+
+    # ParentBased keeps its root sampler in `_root` (no public accessor).
+    root = getattr(sampler, "_root", None) if isinstance(sampler, ParentBased) else sampler
+    if isinstance(root, TraceIdRatioBased):
+        return int(root.bound)
+    if isinstance(root, StaticSampler):
+        return 0 if root._decision is Decision.DROP else _TRACE_ID_LOW + 1
+    return None
+
+
+class _Ids:
+    """The provider's id generator, which hands out once the trace id `ServerSpans` drew
+    (and found sampled) to the span the SDK then starts: that span's sampler sees the same
+    id and makes the same decision."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.next_trace_id = 0
+        self.generate_span_id = inner.generate_span_id
+        self.is_trace_id_random = inner.is_trace_id_random
+
+    def generate_trace_id(self) -> int:
+        trace_id = self.next_trace_id
+        if trace_id:
+            self.next_trace_id = 0
+            return trace_id
+        return int(self.inner.generate_trace_id())
+
+
 def disable() -> None:
-    global ENABLED, _tracer, _provider
+    global ENABLED, _tracer, _provider, _ids, _root_bound
     ENABLED = False
+    if _provider is not None and isinstance(_provider.id_generator, _Ids):
+        _provider.id_generator = _provider.id_generator.inner
+    _ids, _root_bound = None, None
     for instrumentor in _instrumentors:
         instrumentor.uninstrument()
     _instrumentors.clear()
@@ -189,7 +240,8 @@ class ServerSpans:
     def __init__(self, app: Any, *, route_of: Callable[[str], str]) -> None:
         from opentelemetry import context, trace
         from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+        from opentelemetry.trace.propagation import _SPAN_KEY
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.app = app
@@ -199,6 +251,19 @@ class ServerSpans:
         self._suppress_key = _SUPPRESS_INSTRUMENTATION_KEY
         self._server = SpanKind.SERVER
         self._propagator = TraceContextTextMapPropagator()
+        self._span_key = _SPAN_KEY
+        self._non_recording = NonRecordingSpan
+        self._span_context = SpanContext
+        self._flags = TraceFlags(TraceFlags.RANDOM_TRACE_ID if _ids.is_trace_id_random() else 0)
+
+    def _unsampled(self, trace_id: int) -> Any:
+        """The context of a new trace found unsampled: its span made directly, as the SDK
+        would (a NonRecordingSpan with fresh ids), without the SDK's span machinery, and
+        the instrumentations suppressed. About 3 µs where `start_span` takes about 13."""
+        span = self._non_recording(
+            self._span_context(trace_id, _ids.generate_span_id(), False, self._flags)
+        )
+        return self._context.Context({self._span_key: span, self._suppress_key: True})
 
     def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         if scope["type"] != "http" or scope["path"] in EXCLUDED_PATHS or not ENABLED:
@@ -211,18 +276,35 @@ class ServerSpans:
         for name, value in scope.get("headers") or ():
             if name == b"traceparent" or name == b"tracestate":
                 carrier[name.decode()] = value.decode("latin-1")
+        bound = _root_bound
+        if not carrier and bound is not None:
+            # A new trace: the root sampler's decision taken here, on the id the SDK would
+            # draw. 9 in 10 requests (at 10%) stop at this: no span object of the SDK's.
+            trace_id = _ids.inner.generate_trace_id()
+            if trace_id & _TRACE_ID_LOW >= bound:
+                token = context.attach(self._unsampled(trace_id))
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    context.detach(token)
+                return
+            _ids.next_trace_id = trace_id  # taken by the start_span just below
         parent = self._propagator.extract(carrier) if carrier else context.Context()
         method = scope["method"]
         span = _tracer.start_span(
-            f"{method} {self.route_of(scope['path'])}", context=parent, kind=self._server
+            f"{method} {self.route_of(scope['path'])}",
+            context=parent,
+            kind=self._server,
+            attributes={
+                "http.request.method": method,
+                "url.path": scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+            },
         )
+        _ids.next_trace_id = 0
         recording = span.is_recording()
         ctx = trace.set_span_in_context(span, parent)
-        if recording:
-            span.set_attribute("http.request.method", method)
-            span.set_attribute("url.path", scope["path"])
-            span.set_attribute("url.scheme", scope.get("scheme", "http"))
-        else:
+        if not recording:
             ctx = context.set_value(self._suppress_key, True, ctx)
         token = context.attach(ctx)
         try:
@@ -313,41 +395,63 @@ def name_operation(label: str, op_type: str) -> None:
     current = trace.get_current_span()
     if current.is_recording():
         current.update_name(f"{op_type} {label}")
-        current.set_attribute("graphql.operation.name", label)
-        current.set_attribute("graphql.operation.type", op_type)
+        current.set_attributes({"graphql.operation.name": label, "graphql.operation.type": op_type})
 
 
 @contextlib.contextmanager
 def operation_span(label: str, op_type: str) -> Iterator[None]:
     """The GraphQL operation: one span per operation, none per field."""
-    with _tracer.start_as_current_span(f"{op_type} {label}") as current:
-        if current.is_recording():
-            current.set_attribute("graphql.operation.name", label)
-            current.set_attribute("graphql.operation.type", op_type)
+    with _tracer.start_as_current_span(
+        f"{op_type} {label}",
+        attributes={"graphql.operation.name": label, "graphql.operation.type": op_type},
+    ):
         yield
 
 
 @contextlib.contextmanager
 def statement_span(system: str, text: str) -> Iterator[None]:
-    """One database statement run by our own code (SQLite: PostgreSQL's come from the
-    asyncpg instrumentation). The text has placeholders only: values are bound. None
+    """One database statement run by models/sql.py (SQLite's and PostgreSQL's: spans of
+    our own rather than the asyncpg instrumentation's, docs/operations.md says why), made
+    only inside a recorded trace. The text has placeholders only: values are bound. None
     inside `quiet()`, as the instrumentations."""
     if not active():
         yield
         return
+    from opentelemetry.trace import SpanKind
+
     with _tracer.start_as_current_span(
-        f"{system} {text.split(None, 1)[0] if text else 'statement'}"
-    ) as current:
-        if current.is_recording():
-            current.set_attribute("db.system", system)
-            current.set_attribute("db.statement", text)
+        f"{system} {text.split(None, 1)[0] if text else 'statement'}",
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": system, "db.statement": text},
+    ):
         yield
+
+
+def redis(call: Awaitable[R], command: str) -> Awaitable[R]:
+    """A Redis call of infra/ (`await tracing.redis(client.get(key), "GET")`), in a span
+    of its own inside a recorded trace; otherwise the call itself, untouched (one flag
+    read). The span has the command's name only: never a key or an argument."""
+    if not ENABLED or _get_value(_suppress_key):
+        return call
+    return _redis_span(call, command)
+
+
+async def _redis_span(call: Awaitable[R], command: str) -> R:
+    from opentelemetry.trace import SpanKind
+
+    with _tracer.start_as_current_span(
+        command,
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": "redis", "db.operation.name": command},
+    ):
+        return await call
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """No spans from the instrumentations inside (a background loop's polling, which would
-    otherwise start a trace of its own every second)."""
+    """No spans inside (a background loop's polling, which would otherwise start a trace
+    of its own every second): our hooks see `active()` false, httpx's instrumentation is
+    suppressed."""
     if not ENABLED:
         yield
         return
@@ -427,8 +531,10 @@ def consume_span(message: bytes, channel: str) -> Iterator[None]:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     traceparent = envelope_traceparent(message)
-    if traceparent is not None and traceparent.endswith("-00"):
-        yield  # the publisher's trace is not sampled: nothing to record
+    if traceparent is not None and traceparent[-1] in "02468ace":
+        # The publisher's trace is not sampled (the flags' low bit clear: `-00`, or `-02`
+        # with the SDK's random-trace-id bit): nothing to record.
+        yield
         return
     parent = (
         TraceContextTextMapPropagator().extract({"traceparent": traceparent})

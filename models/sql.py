@@ -304,25 +304,41 @@ class PgConnection:
 
     async def fetch(self, stmt: Statement, /, **params: Any) -> list[Row]:
         c = self._compiled(stmt)
+        if tracing.active():
+            with tracing.statement_span("postgresql", c.text):
+                return list(await self._conn.fetch(c.text, *c.args(params)))
         rows: list[Row] = await self._conn.fetch(c.text, *c.args(params))
         return rows
 
     async def rows(self, stmt: Statement, row_type: type[R], /, **params: Any) -> list[R]:
         c = self._compiled(stmt)
         read = c.reader(row_type)
+        if tracing.active():
+            with tracing.statement_span("postgresql", c.text):
+                return [read(r) for r in await self._conn.fetch(c.text, *c.args(params))]
         return [read(r) for r in await self._conn.fetch(c.text, *c.args(params))]
 
     async def one(self, stmt: Statement, row_type: type[R], /, **params: Any) -> R | None:
         c = self._compiled(stmt)
-        row = await self._conn.fetchrow(c.text, *c.args(params))
+        if tracing.active():
+            with tracing.statement_span("postgresql", c.text):
+                row = await self._conn.fetchrow(c.text, *c.args(params))
+        else:
+            row = await self._conn.fetchrow(c.text, *c.args(params))
         return c.reader(row_type)(row) if row is not None else None
 
     async def value(self, stmt: Statement, /, **params: Any) -> Any:
         c = self._compiled(stmt)
+        if tracing.active():
+            with tracing.statement_span("postgresql", c.text):
+                return await self._conn.fetchval(c.text, *c.args(params))
         return await self._conn.fetchval(c.text, *c.args(params))
 
     async def execute(self, stmt: Statement, /, **params: Any) -> int:
         c = self._compiled(stmt)
+        if tracing.active():
+            with tracing.statement_span("postgresql", c.text):
+                return _affected(await self._conn.execute(c.text, *c.args(params)))
         return _affected(await self._conn.execute(c.text, *c.args(params)))
 
 
@@ -358,7 +374,7 @@ class SqliteConnection:
 
     async def _fetch(self, c: Compiled, params: dict[str, Any]) -> list[Row]:
         args = [_sqlite_arg(a) for a in c.args(params)]
-        if tracing.active():  # PostgreSQL's statements: asyncpg's instrumentation
+        if tracing.active():
             with tracing.statement_span("sqlite", c.text):
                 return list(await self._conn.execute_fetchall(c.text, args))
         return list(await self._conn.execute_fetchall(c.text, args))

@@ -16,10 +16,19 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 
 from infra import tracing
-from infra.broker import BrokerUnavailable
+from infra.broker import BrokerUnavailable, RedisBroker
 from infra.logs import JsonFormatter
 from infra.settings import Settings
 from resolvers import catalog, events
@@ -257,6 +266,18 @@ async def test_webhook_to_broker_to_subscriber_is_one_trace(
     [deliver] = ours
     assert deliver.parent is not None and deliver.parent.span_id == publish.context.span_id
     assert deliver.kind.name == "CONSUMER" and publish.kind.name == "PRODUCER"
+    if isinstance(services.broker, RedisBroker):
+        # The broker's PUBLISH: a span of infra/'s own, the command's name and nothing else.
+        [command] = [
+            s
+            for s in traces.named("PUBLISH")
+            if s.parent is not None and s.parent.span_id == publish.context.span_id
+        ]
+        assert command.kind.name == "CLIENT"
+        assert dict(command.attributes or {}) == {
+            "db.system": "redis",
+            "db.operation.name": "PUBLISH",
+        }
     # The signature and the secret are in no span.
     text = traces.all_attribute_text()
     assert signed.request.headers["x-signature"] not in text
@@ -374,3 +395,175 @@ def test_configure_from_env_reads_the_sampler_and_exporter(
         assert provider.resource.attributes["service.name"] == "order-service"
     finally:
         tracing.disable()
+
+
+HALF = TraceIdRatioBased(0.5)
+
+
+@pytest.fixture
+def half_traces() -> Iterator[Traces]:
+    yield from _traces(ParentBased(HALF))
+
+
+@pytest.fixture
+def no_new_traces() -> Iterator[Traces]:
+    yield from _traces(ParentBased(ALWAYS_OFF))
+
+
+async def test_a_new_trace_is_sampled_exactly_as_the_ratio_sampler_decides(
+    half_traces: Traces, client: GraphQLClient
+) -> None:
+    """ServerSpans takes the root decision itself (no SDK span for an unsampled request):
+    the sampled requests must be exactly those whose trace id the sampler keeps, and each
+    of those is sampled once (not the ratio applied twice)."""
+    request_ids = []
+    for _ in range(40):
+        response = await client.http.post("/graphql", json={"query": "{ __typename }"})
+        assert response.status_code == 200
+        request_ids.append(response.headers["x-request-id"])
+    assert len(set(request_ids)) == 40
+    kept = {r for r in request_ids if int(r, 16) & ((1 << 64) - 1) < HALF.bound}
+    assert 0 < len(kept) < 40  # both kinds seen (odds of either side missing: 2**-39)
+    servers = {_trace_id(s) for s in half_traces.spans if s.kind.name == "SERVER"}
+    assert servers == kept
+    # Every span is in a sampled request's trace: an unsampled one's made none.
+    assert {_trace_id(s) for s in half_traces.spans} == kept
+    assert len(half_traces.named("query __typename")) == len(kept)
+
+
+async def test_an_incoming_sampled_traceparent_is_continued_whatever_the_root_sampler(
+    no_new_traces: Traces, client: GraphQLClient
+) -> None:
+    response = await client.http.post("/graphql", json={"query": "{ __typename }"})
+    assert no_new_traces.spans == []
+    response = await client.http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"traceparent": INCOMING}
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == INCOMING_TRACE
+    (server,) = [s for s in no_new_traces.spans if s.kind.name == "SERVER"]
+    assert _trace_id(server) == INCOMING_TRACE
+    assert no_new_traces.ancestors(no_new_traces.one("query __typename")) == [server.name]
+
+
+class _EvenTraces(Sampler):
+    """A sampler ServerSpans cannot decide for (it keeps the traces with an even id): the
+    SDK's path is taken, and the sampler asked."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def should_sample(self, parent_context: Any, trace_id: int, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if trace_id % 2 == 0 else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "even trace ids"
+
+
+EVEN = _EvenTraces()
+
+
+@pytest.fixture
+def even_traces() -> Iterator[Traces]:
+    EVEN.calls = 0
+    yield from _traces(EVEN)
+
+
+async def test_another_sampler_decides_through_the_sdk(
+    even_traces: Traces, client: GraphQLClient
+) -> None:
+    request_ids = set()
+    for _ in range(20):
+        response = await client.http.post("/graphql", json={"query": "{ __typename }"})
+        assert response.status_code == 200
+        request_ids.add(response.headers["x-request-id"])
+    servers = {_trace_id(s) for s in even_traces.spans if s.kind.name == "SERVER"}
+    assert servers == {r for r in request_ids if int(r, 16) % 2 == 0}
+    assert EVEN.calls >= 20
+
+
+def test_the_root_decision_is_known_for_ratio_and_static_samplers_only() -> None:
+    limit = 1 << 64
+    assert tracing.root_bound(TraceIdRatioBased(0.1)) == TraceIdRatioBased(0.1).bound
+    assert tracing.root_bound(ParentBased(TraceIdRatioBased(0.25))) == limit // 4
+    assert tracing.root_bound(ParentBasedTraceIdRatio(0.5)) == limit // 2
+    assert tracing.root_bound(ParentBased(ALWAYS_OFF)) == 0
+    assert tracing.root_bound(ALWAYS_ON) == limit
+    assert tracing.root_bound(_EvenTraces()) is None
+    assert tracing.root_bound(ParentBased(_EvenTraces())) is None
+
+
+def test_disable_gives_the_provider_its_own_id_generator_back() -> None:
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    original = provider.id_generator
+    tracing.enable(provider)
+    try:
+        assert provider.id_generator is not original
+        assert provider.id_generator.generate_trace_id() != 0
+    finally:
+        tracing.disable()
+        provider.shutdown()
+    assert provider.id_generator is original
+
+
+def test_asyncpg_is_not_wrapped_while_tracing() -> None:
+    """PostgreSQL statements get spans of our own (models/sql.py), only in recorded traces:
+    no instrumentation wrapper runs on every asyncpg call."""
+    import asyncpg
+
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    tracing.enable(provider)
+    try:
+        for name in ("execute", "fetch", "fetchrow", "fetchval"):
+            assert not hasattr(getattr(asyncpg.Connection, name), "__wrapped__"), name
+    finally:
+        tracing.disable()
+        provider.shutdown()
+
+
+@pytest.mark.parametrize(("flags", "delivered"), [("00", 0), ("02", 0), ("01", 1), ("03", 1)])
+def test_a_subscriber_follows_the_publishers_sampled_flag(
+    traces: Traces, flags: str, delivered: int
+) -> None:
+    """`-02` is an unsampled trace whose id the SDK drew at random (W3C level 2 flag):
+    not sampled either, so no span."""
+    message = tracing._envelope(f"00-{INCOMING_TRACE}-00f067aa0ba902b7-{flags}", b'{"a":1}')
+    with tracing.consume_span(message, "order-status"):
+        pass
+    spans = traces.named("events.deliver")
+    assert len(spans) == delivered
+    if delivered:
+        assert _trace_id(spans[0]) == INCOMING_TRACE
+
+
+async def test_a_redis_call_is_a_span_only_inside_a_recorded_trace(traces: Traces) -> None:
+    async def answer() -> str:
+        return "ok"
+
+    call = answer()
+    with tracing.quiet():
+        assert tracing.redis(call, "GET") is call  # untouched: no span, no wrapper
+    assert await call == "ok"
+    with tracing.span("outer"):
+        assert await tracing.redis(answer(), "GET") == "ok"
+    [get] = traces.named("GET")
+    assert traces.ancestors(get) == ["outer"]
+    assert dict(get.attributes or {}) == {"db.system": "redis", "db.operation.name": "GET"}
+
+    async def fails() -> None:
+        raise ConnectionError("down")
+
+    with tracing.span("outer"), pytest.raises(ConnectionError):
+        await tracing.redis(fails(), "SET")
+    [set_] = traces.named("SET")
+    assert set_.status.status_code.name == "ERROR"
+
+
+async def test_a_redis_call_is_untouched_while_tracing_is_off() -> None:
+    async def answer() -> int:
+        return 1
+
+    call = answer()
+    assert tracing.redis(call, "GET") is call
+    assert await call == 1

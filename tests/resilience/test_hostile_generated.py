@@ -20,9 +20,12 @@ pytestmark = pytest.mark.timeout(300)
 
 # The goal is 100 ms per answer on this machine. What a document costs the server is its
 # CPU time (the wall time also counts the other processes of a shared 2-core box); both
-# go to docs/reliability.md, and each is asserted with room.
+# go to docs/reliability.md. What fails the test is what the limits exist to stop: a
+# document that costs a multiple of the goal (one that wedges costs seconds, and grows
+# with its size); CPU time also takes in the server's other work during the request (its
+# relay, its health checks, the collector), which a loaded machine stretches.
 GOAL_SECONDS = 0.1
-MAX_CPU_SECONDS = 0.25
+MAX_CPU_SECONDS = 0.5
 MAX_SECONDS = 2.0
 HEALTH_MAX_SECONDS = 2.0
 JSON = {"content-type": "application/json"}
