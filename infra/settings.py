@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     query_max_aliases: int = Field(30, ge=1)
     # Document limits checked in one linear walk before validation (schema/limits.py).
     query_max_nodes: int = Field(2000, ge=10)
-    query_max_spreads: int = Field(100, ge=0)
+    query_max_spreads: int = Field(32, ge=0)
     query_max_selections: int = Field(100, ge=1)
     query_max_repeated_fields: int = Field(20, ge=0)
     query_max_cost: int = Field(2500, ge=1)
