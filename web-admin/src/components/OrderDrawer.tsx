@@ -8,6 +8,7 @@ import { formatDateTime, formatMoney } from '../lib/format';
 import { useStore } from '../lib/store';
 import { PaymentBadge, StatusBadge } from './StatusBadge';
 import { OrderTimeline } from './OrderTimeline';
+import { OrderLines } from './OrderLines';
 import { StatusMenu } from './StatusMenu';
 
 interface Props {
@@ -130,36 +131,7 @@ export function OrderDrawer({ orderId, onClose, onChangeStatus, pending }: Props
                 <h3 id={`${titleId}-lines`} className="mb-2 text-sm font-semibold text-slate-900">
                   Lines
                 </h3>
-                <table className="w-full text-sm">
-                  <thead>
-                    <tr className="border-b border-slate-200 text-left text-xs text-slate-500">
-                      <th scope="col" className="py-1.5 font-medium">SKU</th>
-                      <th scope="col" className="py-1.5 text-right font-medium">Qty</th>
-                      <th scope="col" className="py-1.5 text-right font-medium">Unit</th>
-                      <th scope="col" className="py-1.5 text-right font-medium">Total</th>
-                    </tr>
-                  </thead>
-                  <tbody className="divide-y divide-slate-100">
-                    {order.items.map((item) => (
-                      <tr key={item.sku}>
-                        <td className="py-2 font-mono text-xs text-slate-800">{item.sku}</td>
-                        <td className="py-2 text-right tabular-nums">{item.qty}</td>
-                        <td className="py-2 text-right tabular-nums text-slate-600">{formatMoney(item.unitPriceCents)}</td>
-                        <td className="py-2 text-right tabular-nums">{formatMoney(item.lineTotalCents)}</td>
-                      </tr>
-                    ))}
-                  </tbody>
-                  <tfoot>
-                    <tr className="border-t border-slate-200">
-                      <th scope="row" colSpan={3} className="py-2 text-right font-medium text-slate-700">
-                        Amount
-                      </th>
-                      <td className="py-2 text-right font-semibold tabular-nums text-slate-900" data-testid="drawer-amount">
-                        {formatMoney(order.amountCents)}
-                      </td>
-                    </tr>
-                  </tfoot>
-                </table>
+                <OrderLines items={order.items} amountCents={order.amountCents} amountTestId="drawer-amount" />
               </section>
 
               <section aria-labelledby={`${titleId}-payment`}>

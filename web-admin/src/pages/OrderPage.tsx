@@ -10,6 +10,7 @@ import { useStore } from '../lib/store';
 import { useChangeStatus } from '../lib/useChangeStatus';
 import { PaymentBadge, StatusBadge } from '../components/StatusBadge';
 import { OrderTimeline } from '../components/OrderTimeline';
+import { OrderLines } from '../components/OrderLines';
 import { StatusMenu } from '../components/StatusMenu';
 import { CARD, ConfirmDialog, ErrorBox, Link, PRIMARY } from '../components/ui';
 
@@ -80,34 +81,7 @@ export function OrderPage({ orderId }: { orderId: string }) {
             <h2 id="lines-h" className="mb-2 text-base font-semibold text-slate-900">
               Lines
             </h2>
-            <table className="w-full text-sm" data-testid="order-lines">
-              <thead>
-                <tr className="border-b border-slate-200 text-left text-xs text-slate-600">
-                  <th scope="col" className="py-1.5 font-medium">SKU</th>
-                  <th scope="col" className="py-1.5 text-right font-medium">Qty</th>
-                  <th scope="col" className="py-1.5 text-right font-medium">Unit</th>
-                  <th scope="col" className="py-1.5 text-right font-medium">Total</th>
-                </tr>
-              </thead>
-              <tbody className="divide-y divide-slate-100">
-                {order.items.map((item) => (
-                  <tr key={item.sku}>
-                    <td className="py-2 font-mono text-xs text-slate-800">{item.sku}</td>
-                    <td className="py-2 text-right tabular-nums">{item.qty}</td>
-                    <td className="py-2 text-right tabular-nums text-slate-600">{formatMoney(item.unitPriceCents)}</td>
-                    <td className="py-2 text-right tabular-nums">{formatMoney(item.lineTotalCents)}</td>
-                  </tr>
-                ))}
-              </tbody>
-              <tfoot>
-                <tr className="border-t border-slate-200">
-                  <th scope="row" colSpan={3} className="py-2 text-right font-medium text-slate-700">
-                    Amount
-                  </th>
-                  <td className="py-2 text-right font-semibold tabular-nums text-slate-900">{formatMoney(order.amountCents)}</td>
-                </tr>
-              </tfoot>
-            </table>
+            <OrderLines items={order.items} amountCents={order.amountCents} testId="order-lines" />
             <dl className="mt-4 grid grid-cols-2 gap-3 text-sm sm:grid-cols-3">
               <div>
                 <dt className="text-xs font-medium text-slate-600">Created</dt>
