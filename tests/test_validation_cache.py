@@ -90,3 +90,36 @@ async def test_each_document_is_lexed_once(
         assert answers[0]["errors"][0]["extensions"]["limit"] == "QUERY_MAX_TOKENS"
     elif document.startswith("{ orders"):
         assert answers[0]["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+
+
+@pytest.mark.fast_paths
+async def test_documents_pushed_out_of_the_parse_cache_are_freed() -> None:
+    """A stream of distinct documents (an attacker's, or a client that builds its text
+    per request) cannot pile up parsed trees: the parse cache is bounded by the total
+    length of its texts, and a document it drops is freed together with its validation
+    and execution plans. Kept alive, they made each full garbage collection pause the
+    whole process for over 100 ms (docs/reliability.md)."""
+    import gc
+    import weakref
+
+    import server.transport.execution as execution
+
+    schema = build_schema(load_settings(app_env="development"))
+    policy = schema.document_policy
+    assert policy is not None
+    padding = "#" + "x" * 9_000 + "\n"  # a comment: long text, small tree
+    texts = [f"{padding}query Q{i} {{ __typename a{i}: __typename }}" for i in range(120)]
+    first = weakref.ref(policy.parse(texts[0]))
+    memos_before = len(execution._memos)
+    for text in texts:
+        result = await schema.execute(text)
+        assert result.errors is None and result.data is not None
+    gc.collect()
+    kept = documents.CACHED_TEXT // len(texts[0])
+    assert len(policy._parsed) == kept  # bounded by weight, not by the 512 entries
+    assert policy._parsed.weight <= documents.CACHED_TEXT
+    assert first() is None  # pushed out, and freed
+    assert len(policy._validated) <= kept + documents.RECENT_TEXTS
+    assert len(execution._memos) - memos_before <= kept + documents.RECENT_TEXTS
+    # What the cache keeps is still served from it: the same tree for the same text.
+    assert policy.parse(texts[-1]) is policy.parse(texts[-1])

@@ -13,8 +13,7 @@ before any of graphql-core's rules walks it. Each response says what its operati
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from functools import lru_cache
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
@@ -38,9 +37,14 @@ from schema.limits import (
     cost_error,
     cost_results,
 )
+from server.transport.memo import Attached, WeightedCache
 
 CACHED_DOCUMENTS = 512
-# Longer texts are not kept in the parse cache (512 of them could hold half a gigabyte).
+# The parse cache keeps documents whose texts add up to at most this many characters
+# (a client's own operations are a few KB each; see server/transport/memo.py for why the
+# bound is on what the documents weigh and not only on their number), and none longer
+# than REMEMBERED_TEXT.
+CACHED_TEXT = 256_000
 REMEMBERED_TEXT = 20_000
 # The outcomes of the last few texts parsed, whatever their size: the view describes an
 # operation before Strawberry parses it, and neither lexes it again.
@@ -79,14 +83,12 @@ class DocumentPolicy:
         self._meter: CostMeter | None = None
         # Keyed by the text: a repeated document is the same node tree every time, which
         # server/transport/execution.py keeps its compiled plans on.
-        self._parsed: Callable[[str], DocumentNode | GraphQLError] = lru_cache(
-            maxsize=CACHED_DOCUMENTS
-        )(self._parse)
+        self._parsed: WeightedCache[DocumentNode | GraphQLError] = WeightedCache(
+            max_entries=CACHED_DOCUMENTS, max_weight=CACHED_TEXT
+        )
         self._recent: OrderedDict[str, DocumentNode | GraphQLError] = OrderedDict()
-        self.validate: Callable[
-            [GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule], ...]],
-            list[GraphQLError],
-        ] = lru_cache(maxsize=CACHED_DOCUMENTS)(self._validate)
+        # A document's validation lives as long as the document does.
+        self._validated: Attached[dict[Any, list[GraphQLError]]] = Attached(dict)
 
     def parse(self, text: str) -> DocumentNode:
         """`text` parsed under the token limit, once however often it is asked for: the
@@ -95,7 +97,11 @@ class DocumentPolicy:
         (the token limit as GRAPHQL_VALIDATION_FAILED)."""
         outcome = self._recent.get(text)
         if outcome is None:
-            outcome = self._parsed(text) if len(text) <= REMEMBERED_TEXT else self._parse(text)
+            outcome = self._parsed.get(text)
+            if outcome is None:
+                outcome = self._parse(text)
+                if len(text) <= REMEMBERED_TEXT:
+                    self._parsed.put(text, outcome)
             self._recent[text] = outcome
             if len(self._recent) > RECENT_TEXTS:
                 self._recent.popitem(last=False)
@@ -109,6 +115,23 @@ class DocumentPolicy:
             return parse(text, max_tokens=self.max_tokens)
         except GraphQLSyntaxError as error:
             return token_limit_error(error, self.max_tokens) or error
+
+    def validate(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        rules: tuple[type[ASTValidationRule], ...],
+    ) -> list[GraphQLError]:
+        """The document's errors under the limits, GraphQL's rules and `rules`: worked
+        out once per document (a cached document is the same object every time)."""
+        known = self._validated.of(document)
+        errors = known.get((schema, rules))
+        if errors is None:
+            errors = self._validate(schema, document, rules)
+            # An error on the document node itself would keep the document alive.
+            if not any(node is document for e in errors for node in e.nodes or ()):
+                known[schema, rules] = errors
+        return errors
 
     def _validate(
         self,

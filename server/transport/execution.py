@@ -26,7 +26,6 @@ directives (`@skip(if: $v)` makes a selection depend on the variables).
 from __future__ import annotations
 
 import operator
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -48,6 +47,8 @@ from graphql import (
 from graphql.pyutils import Undefined
 from strawberry.resolvers import is_default_resolver
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from server.transport.memo import Attached
 
 _TYPENAME = "__typename"
 _LEAF_TYPES = (GraphQLScalarType, GraphQLEnumType)
@@ -105,31 +106,30 @@ def _getter(field_def: Any) -> Callable[[Any], Any]:
     return resolve
 
 
-class _Remembered:
-    """A bounded map from a key of object ids to a value, holding the objects whose ids
-    make the key, so that none of them can be collected and its id reused."""
+class _Memo:
+    """What an operation's executions can share: whether its document has directives, its
+    sub-selections by field nodes, and its compiled plans by grouped field set. Attached
+    to the operation node (server/transport/memo.py), so it goes when the document goes."""
 
-    def __init__(self, size: int) -> None:
-        self._entries: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = OrderedDict()
-        self._size = size
+    __slots__ = ("directive_free", "plans", "subfields")
 
-    def get(self, key: tuple[Any, ...], holds: tuple[Any, ...]) -> Any:
-        entry = self._entries.get(key)
-        if entry is None or not all(a is b for a, b in zip(entry[0], holds, strict=True)):
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: tuple[Any, ...], holds: tuple[Any, ...], value: Any) -> None:
-        self._entries[key] = (holds, value)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+    def __init__(self) -> None:
+        self.directive_free: bool | None = None
+        self.subfields: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+        self.plans: dict[tuple[int, int], tuple[tuple[Any, ...], _Plan]] = {}
 
 
-_MAX_REMEMBERED = 2048
-_subfields = _Remembered(_MAX_REMEMBERED)
-_plans = _Remembered(_MAX_REMEMBERED)
-_directive_free = _Remembered(_MAX_REMEMBERED)
+_memos: Attached[_Memo] = Attached(_Memo)
+
+
+def _known(
+    entries: dict[Any, tuple[tuple[Any, ...], Any]], key: Any, holds: tuple[Any, ...]
+) -> Any:
+    """The value kept under `key` if it was kept for these very objects."""
+    entry = entries.get(key)
+    if entry is None or not all(a is b for a, b in zip(entry[0], holds, strict=True)):
+        return None
+    return entry[1]
 
 
 def _has_directives(node: Any) -> bool:
@@ -156,14 +156,11 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         """Whether this operation's selections depend on its document alone."""
         if self._shared is None:
             operation: OperationDefinitionNode = self.operation
-            fragments = tuple(self.fragment_definitions.values())
-            holds = (operation, *fragments)
-            key = tuple(id(n) for n in holds)
-            known = _directive_free.get(key, holds)
-            if known is None:
-                known = not any(_has_directives(n) for n in holds)
-                _directive_free.put(key, holds, known)
-            self._shared = known
+            memo = _memos.of(operation)
+            if memo.directive_free is None:
+                nodes = (operation, *self.fragment_definitions.values())
+                memo.directive_free = not any(_has_directives(n) for n in nodes)
+            self._shared = memo.directive_free
         return self._shared
 
     def collect_subfields(self, return_type: GraphQLObjectType, field_details_list: Any) -> Any:
@@ -179,12 +176,13 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return collected
         shared = self._shares_across_requests()
         holds = (return_type, *(d.node for d in field_details_list))
-        if shared:
-            collected = _subfields.get(key, holds)
+        kept = _memos.of(self.operation).subfields if shared else None
+        if kept is not None:
+            collected = _known(kept, key, holds)
         if collected is None:
             collected = super().collect_subfields(return_type, field_details_list)
-            if shared:
-                _subfields.put(key, holds, collected)
+            if kept is not None:
+                kept[key] = (holds, collected)
         self._subfields_by_nodes[key] = collected
         return collected
 
@@ -213,13 +211,14 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return known[1]
         key = (id(parent_type), id(grouped_field_set))
         holds = (parent_type, grouped_field_set)
-        plan = _plans.get(key, holds)
+        kept = _memos.of(self.operation).plans if self._shared else None
+        plan = _known(kept, key, holds) if kept is not None else None
         if plan is None:
             plan = self._compile(parent_type, grouped_field_set)
             # Grouped field sets outlive the request only when collect_subfields shared
             # them; then their plans are worth keeping too.
-            if self._shared:
-                _plans.put(key, holds, plan)
+            if kept is not None:
+                kept[key] = (holds, plan)
         self._plans[id(grouped_field_set)] = (grouped_field_set, plan)
         return plan
 
