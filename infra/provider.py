@@ -3,6 +3,12 @@ exponential backoff and full jitter.
 
 Only failures that another try may cure are retried (no connection, a timeout, 429, 5xx);
 any other answer fails at once.
+
+Calls leave each instance at no more than PAYMENT_PROVIDER_MAX_RATE a second (aiolimiter's
+leaky bucket, retries and refunds included): a burst of initiatePayment waits its turn
+here rather than tripping the provider's own rate limit, which answers 429 to every
+instance at once. A call that cannot get a turn within the provider timeout counts as a
+retryable failure ("throttled"), so a request never waits unboundedly behind the queue.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from aiolimiter import AsyncLimiter
 
 from infra import tracing
 from infra.settings import Settings
@@ -113,8 +120,12 @@ class PaymentProviderClient:
         on_attempt: Callable[[str], None] | None = None,
         jitter: Callable[[float], float] = full_jitter,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_rate: float = 0,
     ) -> None:
         self.url = url
+        # Calls a second to the provider from this instance; 0: no limit.
+        self.max_rate = max_rate
+        self._limiter = AsyncLimiter(max_rate, 1) if max_rate > 0 else None
         self.timeout = timeout
         self.retry_base = retry_base
         self.max_attempts = max_attempts
@@ -141,6 +152,7 @@ class PaymentProviderClient:
             timeout=settings.payment_provider_timeout_seconds,
             retry_base=settings.payment_retry_base_seconds,
             on_attempt=on_attempt,
+            max_rate=settings.payment_provider_max_rate,
         )
 
     async def aclose(self) -> None:
@@ -215,6 +227,16 @@ class PaymentProviderClient:
     async def _attempt(
         self, url: str, body: dict[str, Any], idempotency_key: str
     ) -> httpx.Response:
+        if self._limiter is not None:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._limiter.acquire()
+            except TimeoutError:
+                raise _Retryable(
+                    "throttled",
+                    f"no turn within {self.timeout:g} s under PAYMENT_PROVIDER_MAX_RATE="
+                    f"{self.max_rate:g}",
+                ) from None
         try:
             response = await self._http.post(
                 url, json=body, headers={"idempotency-key": idempotency_key}

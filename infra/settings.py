@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     payment_simulator: bool = False
     payment_provider_timeout_seconds: float = Field(5.0, gt=0)
     payment_retry_base_seconds: float = Field(0.2, ge=0)
+    # Calls a second from one instance to the provider (infra/provider.py); 0: unlimited.
+    payment_provider_max_rate: float = Field(50.0, ge=0)
     cors_origins: str = ""
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
