@@ -305,18 +305,32 @@ async def test_what_the_relay_publishes_is_a_trace_of_its_own_the_subscriber_con
     traces.exporter.clear()
     with tracing.quiet():  # as server/app.py's relay loop runs it
         assert await events.relay_once(services, min_age=timedelta(0)) >= 1
-    [relayed] = traces.named("events.publish")
+    # Events other tests left unpublished in the same database may go out with it: the
+    # one this test failed to publish is among them, once.
+    message_id = (failed.attributes or {})["messaging.message.id"]
+    [relayed] = [
+        s
+        for s in traces.named("events.publish")
+        if (s.attributes or {})["messaging.message.id"] == message_id
+    ]
     assert relayed.parent is None  # a trace of its own
     assert (relayed.attributes or {})["order_service.relay"] is True
-    assert (relayed.attributes or {})["messaging.message.id"] == (failed.attributes or {})[
-        "messaging.message.id"
-    ]
     # The relay's polling made no spans of its own (no statements, no Redis commands):
     # only the publish, and the broker's command within it.
     others = [s for s in traces.spans if s.name not in ("events.deliver", "events.publish")]
     assert all(traces.ancestors(s) == ["events.publish"] for s in others), others
-    [deliver] = await traces.wait_for("events.deliver")
-    assert deliver.parent is not None and deliver.parent.span_id == relayed.context.span_id
+    # The subscriber's delivery of that event continues the relay's trace.
+    delivered: list[Any] = []
+    for _ in range(200):
+        delivered = [
+            s
+            for s in traces.named("events.deliver")
+            if s.parent is not None and s.parent.span_id == relayed.context.span_id
+        ]
+        if delivered:
+            break
+        await asyncio.sleep(0.02)
+    assert len(delivered) == 1, [s.name for s in traces.spans]
 
 
 async def test_subscribers_take_messages_without_an_envelope_and_old_ones_with_one(
