@@ -37,6 +37,11 @@ def read_workloads(run: Run, key: str) -> list[Workload]:
             sample("/bench/orders"),
         ),
         Workload(
-            key, label, "graphql", LoadSpec("POST", "/graphql", headers, body), sample("/graphql")
+            key,
+            label,
+            "graphql",
+            LoadSpec("POST", "/graphql", headers, body),
+            sample("/graphql"),
+            count_xacts=True,  # issue 19's statements per read
         ),
     ]
