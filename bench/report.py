@@ -11,6 +11,9 @@ HERE = Path(__file__).resolve().parent
 # bench/reference_app.py serves the same four things in every run: what this run
 # measured over these tells how fast this machine is, and scales the absolute targets.
 REFERENCE = "reference"
+# Issue 19's comparison (bench/workloads/postgraphile.py): the service and PostGraphile
+# in interleaved rounds, the medians.
+PEERS = "peers"
 ISSUE_FIGURES = {
     ("overhead", "bare"): 12_400,  # a bare Starlette JSON route
     ("overhead", "stock"): 2_300,  # stock Strawberry, `{ __typename }`, caches on
@@ -74,7 +77,7 @@ def _configs(results: list[dict[str, Any]]) -> list[str]:
     """The service's configurations, in the order they were measured."""
     seen: list[str] = []
     for r in results:
-        if r["config"] not in seen and r["config"] != REFERENCE:
+        if r["config"] not in seen and r["config"] not in (REFERENCE, PEERS):
             seen.append(r["config"])
     return seen
 
@@ -298,15 +301,27 @@ def _postgraphile_section(results: list[dict[str, Any]], found: dict[str, Any]) 
     issue 19's targets (bench/workloads/postgraphile.py)."""
     if found.get("skipped"):
         return ["## PostGraphile (issue 19)", "", f"Not measured: {found['skipped']}.", ""]
-    if not any(r["config"] == REFERENCE and r["side"] == PGL_AUTH for r in results):
+    if not any(r["config"] == PEERS and r["side"] == PGL_AUTH for r in results):
         return []
-    cold, _ = _pair(results, "1w-pinned", "reads_cold")
-    warm, _ = _pair(results, "1w-pinned", "reads_warm")
-    typename, _ = _pair(results, "1w-pinned", "overhead")
-    page_open = reference(results, "reads_cold", PGL_OPEN)
-    page_auth = reference(results, "reads_cold", PGL_AUTH)
-    trivial_open = reference(results, "overhead", PGL_OPEN)
-    trivial_auth = reference(results, "overhead", PGL_AUTH)
+
+    def peer(key: str, side: str) -> dict[str, Any] | None:
+        return next(
+            (
+                r
+                for r in results
+                if r["config"] == PEERS and r["workload"] == key and r["side"] == side
+            ),
+            None,
+        )
+
+    cold = peer("reads_cold", "graphql")
+    warm = peer("reads_warm", "graphql")
+    typename = peer("overhead", "graphql")
+    page_open = peer("reads_cold", PGL_OPEN)
+    page_auth = peer("reads_cold", PGL_AUTH)
+    trivial_open = peer("overhead", PGL_OPEN)
+    trivial_auth = peer("overhead", PGL_AUTH)
+    rounds = len((cold or {}).get("rounds") or []) or 1
     statements = found.get("page_statements")
     shown = " / ".join(f"`{s[:60]}`" for s in found.get("statements") or [])
     out = [
@@ -315,7 +330,11 @@ def _postgraphile_section(results: list[dict[str, Any]], found: dict[str, Any]) 
         "PostGraphile 4.14.1 (`bench/postgraphile/package-lock.json`, Node "
         f"{found.get('node', '?')}), `--disable-graphiql --disable-query-log "
         "--simple-collections omit --legacy-relations omit`, one process pinned to CPU 0 "
-        "like the reference servers, on the run's database, the same load. **Without "
+        "like the service's worker, on the run's database, the same load. The service "
+        "(cache off, cache on) and PostGraphile (without, with auth) are up at once on "
+        "CPU 0, each workload measured on one and the next in turn: medians of "
+        f"{rounds} interleaved rounds (PostGraphile first had 6 s of load per workload "
+        "for V8 to compile its hot paths). **Without "
         "auth** it connects as the run's database user. **With auth** it connects as an "
         "authenticator role (NOINHERIT) with `--jwt-secret` and `--default-role` (a role "
         "with no grants); the token's `role` claim names the role the request runs as "

@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -54,6 +55,9 @@ CLI = HERE / "node_modules" / "postgraphile" / "cli.js"
 # `{ __typename }` with auth fell from 700 to 340 µs between two 5 s loads): this much
 # load on each workload before the harness's own warm-up and measurement.
 NODE_WARMUP_SECONDS = 6.0
+# The comparison's rows (interleaved rounds, medians): the service's are side "graphql".
+PEERS = "peers"
+ROUNDS = 3
 SIDE_OPEN = "postgraphile"
 SIDE_AUTH = "postgraphile-auth"
 
@@ -380,6 +384,92 @@ def probe(run: Run, roles: Roles, requests: int = 20) -> dict[str, Any]:
         run.stop_server(server)
 
 
+def compare(run: Run, roles: Roles, found: dict[str, Any]) -> None:
+    """The service (cache off and on) and PostGraphile (without and with auth), all four
+    up at once on CPU 0 (an idle one costs nothing), each workload measured on one and
+    the next in turn for ROUNDS rounds; the report takes the medians (config PEERS)."""
+    from bench.workloads.overhead import overhead_workloads
+    from bench.workloads.reads import read_workloads
+
+    servers = [
+        run.start_server(f"{PEERS}-cold", workers=1, pinned=True, env={"CACHE_TTL_SECONDS": "0"}),
+        run.start_server(f"{PEERS}-warm", workers=1, pinned=True, env={"CACHE_TTL_SECONDS": "30"}),
+        launch(run, SIDE_OPEN, run.db_url.replace("postgresql://", "postgres://"), []),
+        launch(
+            run,
+            SIDE_AUTH,
+            roles.dsn(run, roles.authenticator),
+            ["--jwt-secret", run.secret_key, "--default-role", roles.anon],
+        ),
+    ]
+    cold, warm, plain, authed = servers
+    try:
+        service = {
+            w.key: w
+            for w in overhead_workloads(run) + read_workloads(run, "reads_cold")
+            if w.side == "graphql"
+        }
+        service_warm = next(w for w in read_workloads(run, "reads_warm") if w.side == "graphql")
+        open_typename, open_page = workloads(run, SIDE_OPEN, json_headers())
+        auth_typename, auth_page = workloads(
+            run, SIDE_AUTH, json_headers(roles.token(run, run.users["reader"]))
+        )
+        plan = [
+            (cold, service["overhead"]),
+            (plain, open_typename),
+            (authed, auth_typename),
+            (cold, service["reads_cold"]),
+            (plain, open_page),
+            (authed, auth_page),
+            (warm, service_warm),
+        ]
+        for server, w in plan:
+            if server in (plain, authed):
+                jit_warmup(run, server, w)
+        counted = {id(w) for _, w in plan if w.count_xacts} | {
+            id(service["reads_cold"]),
+            id(service_warm),
+        }
+        rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for n in range(ROUNDS):
+            log(f"{PEERS}: round {n + 1} of {ROUNDS}")
+            for server, w in plan:
+                # PostgreSQL's transactions are counted in the first round only (the
+                # counters take 22 s of idle time to settle).
+                w.count_xacts = n == 0 and id(w) in counted
+                row = measure(run, server, w, config=PEERS)
+                if row is not None:
+                    run.results.remove(row)
+                    rows.setdefault((w.key, w.side), []).append(row)
+        statements = {
+            "reads_cold": found.get("page_statements"),
+            "overhead": found.get("typename_statements"),
+        }
+        for (key, side), measured in rows.items():
+            row = median_row(measured)
+            if side == SIDE_AUTH:
+                row["db_statements_per_request"] = statements[key]
+            run.results.append(row)
+    finally:
+        for server in servers:
+            run.stop_server(server)
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for a workload's rounds: the medians of its figures, each round's
+    requests/s and CPU µs/req kept, the transactions from the round that counted them."""
+    out = dict(rows[0])
+    for field in ("rps", "cpu_us_per_request", "p50_ms", "p99_ms", "db_cpu_us_per_request"):
+        values = [r[field] for r in rows if r.get(field) is not None]
+        out[field] = statistics.median(values) if values else None
+    out["db_xacts_per_request"] = next(
+        (r["db_xacts_per_request"] for r in rows if r.get("db_xacts_per_request") is not None),
+        None,
+    )
+    out["rounds"] = [{"rps": r["rps"], "cpu_us_per_request": r["cpu_us_per_request"]} for r in rows]
+    return out
+
+
 def jit_warmup(run: Run, server: Server, w: Workload) -> None:
     run_load(
         w.spec,
@@ -393,7 +483,8 @@ def jit_warmup(run: Run, server: Server, w: Workload) -> None:
 
 
 def postgraphile_suite(run: Run) -> None:
-    """PostGraphile without and with auth, each measured like the reference servers."""
+    """PostGraphile without and with auth beside the service (`compare`), after a probe
+    of what it runs with auth."""
     if run.args.smoke:
         # Three Node processes and an npm install are not cheap next to a smoke run.
         run.postgraphile = {"skipped": "not in smoke runs"}
@@ -425,30 +516,7 @@ def postgraphile_suite(run: Run) -> None:
                 else "statements not counted (PostgreSQL's log is not readable here)"
             )
         )
-        plain = launch(run, SIDE_OPEN, run.db_url.replace("postgresql://", "postgres://"), [])
-        try:
-            for w in workloads(run, SIDE_OPEN, json_headers()):
-                jit_warmup(run, plain, w)
-                measure(run, plain, w, config="reference")
-        finally:
-            run.stop_server(plain)
-        authed = launch(
-            run,
-            SIDE_AUTH,
-            roles.dsn(run, roles.authenticator),
-            ["--jwt-secret", run.secret_key, "--default-role", roles.anon],
-        )
-        token = json_headers(roles.token(run, run.users["reader"]))
-        try:
-            for w in workloads(run, SIDE_AUTH, token):
-                jit_warmup(run, authed, w)
-                row = measure(run, authed, w, config="reference")
-                if row is not None and statements is not None:
-                    row["db_statements_per_request"] = (
-                        statements if w.key == "reads_cold" else found["typename_statements"]
-                    )
-        finally:
-            run.stop_server(authed)
+        compare(run, roles, found)
     finally:
         with contextlib.suppress(Exception):
             asyncio.run(roles.drop(run))
