@@ -322,6 +322,10 @@ def _postgraphile_section(results: list[dict[str, Any]], found: dict[str, Any]) 
     trivial_open = peer("overhead", PGL_OPEN)
     trivial_auth = peer("overhead", PGL_AUTH)
     rounds = len((cold or {}).get("rounds") or []) or 1
+    warmup = "; ".join(
+        f"{what} " + " → ".join(f"{c:,.0f}" for c in steps)
+        for what, steps in (found.get("node_warmup") or {}).items()
+    )
     statements = found.get("page_statements")
     shown = " / ".join(f"`{s[:60]}`" for s in found.get("statements") or [])
     out = [
@@ -333,8 +337,9 @@ def _postgraphile_section(results: list[dict[str, Any]], found: dict[str, Any]) 
         "like the service's worker, on the run's database, the same load. The service "
         "(cache off, cache on) and PostGraphile (without, with auth) are up at once on "
         "CPU 0, each workload measured on one and the next in turn: medians of "
-        f"{rounds} interleaved rounds (PostGraphile first had {found.get('node_warmup', 0):g} s of "
-        "load per workload for V8 to compile its hot paths). **Without "
+        f"{rounds} interleaved rounds. PostGraphile was first loaded in 5 s steps until its "
+        "CPU per request stopped falling (V8 compiling its hot paths; CPU µs/req per step: "
+        f"{warmup}). **Without "
         "auth** it connects as the run's database user. **With auth** it connects as an "
         "authenticator role (NOINHERIT) with `--jwt-secret` and `--default-role` (a role "
         "with no grants); the token's `role` claim names the role the request runs as "

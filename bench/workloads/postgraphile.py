@@ -45,17 +45,18 @@ import jwt
 
 from bench.load import LoadSpec, run_load
 from bench.measure import Workload, graphql_body, json_headers, measure
-from bench.processes import REPO, Server, free_port, log, raise_nofile
+from bench.processes import REPO, Server, cpu_seconds, free_port, log, raise_nofile
 from bench.runs import Failure, Run
 
 HERE = REPO / "bench" / "postgraphile"
 VERSION = "4.14.1"
 CLI = HERE / "node_modules" / "postgraphile" / "cli.js"
-# V8 compiles PostGraphile's hot paths over the first thousands of requests (its CPU per
-# `{ __typename }` with auth fell from 700 to 340 µs between two 5 s loads, and the
-# first of three rounds after 6 s was still the dearest): this much
-# load on each workload before the harness's own warm-up and measurement.
-NODE_WARMUP_SECONDS = 10.0
+# V8 compiles PostGraphile's hot paths over the first tens of thousands of requests: its
+# CPU per page fell from 2,079 to 1,445 to 1,045 µs over three rounds after 10 s of load,
+# and from 1,600 to 1,000 µs over 15 s, flat after that. So each workload is loaded in
+# steps until a step no longer saves a tenth, before the harness's own warm-up.
+WARMUP_STEP_SECONDS = 5.0
+WARMUP_STEPS = 10
 # The comparison's rows (interleaved rounds, medians): the service's are side "graphql".
 PEERS = "peers"
 ROUNDS = 3
@@ -426,7 +427,9 @@ def compare(run: Run, roles: Roles, found: dict[str, Any]) -> None:
         ]
         for server, w in plan:
             if server in (plain, authed):
-                jit_warmup(run, server, w)
+                found.setdefault("node_warmup", {})[f"{w.key}/{w.side}"] = jit_warmup(
+                    run, server, w
+                )
         counted = {id(w) for _, w in plan if w.count_xacts} | {
             id(service["reads_cold"]),
             id(service_warm),
@@ -471,16 +474,32 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def jit_warmup(run: Run, server: Server, w: Workload) -> None:
-    run_load(
-        w.spec,
-        server.url,
-        duration=NODE_WARMUP_SECONDS,
-        connections=run.args.connections,
-        cpus="1",
-        workdir=run.workdir,
-        use_wrk=run.args.wrk,
+def jit_warmup(run: Run, server: Server, w: Workload) -> list[float]:
+    """Load in steps of WARMUP_STEP_SECONDS until PostGraphile's CPU per request stops
+    falling (by less than a tenth from one step to the next), at most WARMUP_STEPS; the
+    CPU µs/req of each step."""
+    steps: list[float] = []
+    for _ in range(WARMUP_STEPS):
+        before = cpu_seconds(server.pids())
+        result = run_load(
+            w.spec,
+            server.url,
+            duration=WARMUP_STEP_SECONDS,
+            connections=run.args.connections,
+            cpus="1",
+            workdir=run.workdir,
+            use_wrk=run.args.wrk,
+        )
+        if not result.requests:
+            break
+        steps.append((cpu_seconds(server.pids()) - before) / result.requests * 1e6)
+        if len(steps) >= 2 and steps[-1] > 0.9 * steps[-2]:
+            break
+    log(
+        f"{server.name} {w.key}: warmed up, CPU µs/req per {WARMUP_STEP_SECONDS:g} s: "
+        + ", ".join(f"{c:.0f}" for c in steps)
     )
+    return steps
 
 
 def postgraphile_suite(run: Run) -> None:
@@ -517,7 +536,6 @@ def postgraphile_suite(run: Run) -> None:
                 else "statements not counted (PostgreSQL's log is not readable here)"
             )
         )
-        found["node_warmup"] = NODE_WARMUP_SECONDS
         try:
             compare(run, roles, found)
         except Exception as exc:  # a server that would not start: said, and the run goes on
