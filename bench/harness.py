@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 "replay": run.replay,
                 "tool": "wrk" if args.wrk else "bench.pyload",
                 "stuck_shutdowns": run.stuck_shutdowns,
+                "postgraphile": run.postgraphile,
             },
         )
         for path in paths:

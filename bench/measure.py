@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench import pgstats
 from bench.load import LoadResult, LoadSpec, run_load
 from bench.processes import Server, cpu_seconds, log
 from bench.runs import Failure, Run
@@ -66,6 +67,10 @@ class Workload:
     sample: Callable[[str], None]  # sends one request and checks the answer
     after: Callable[[LoadResult], None] | None = None
     warmup: bool = True
+    # Count PostgreSQL's transactions per request (bench/pgstats.py) on a pinned server:
+    # costs about 22 s of idle time to let the counters settle, so only where the report
+    # asks for them.
+    count_xacts: bool = False
 
 
 def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, Any] | None:
@@ -73,8 +78,11 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
     what = f"{config} {w.key}/{w.side}"
     try:
         w.sample(server.url)
+        count_xacts = w.count_xacts and server.pinned and not args.smoke
+        xacts_before = pgstats.settled(run.admin_dsn, run.db_name) if count_xacts else None
+        warmed = 0
         if w.warmup and args.warmup > 0:
-            run_load(
+            warmed = run_load(
                 _warm_spec(w.spec),
                 server.url,
                 duration=args.warmup,
@@ -82,11 +90,12 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
                 cpus="1" if server.pinned else None,
                 workdir=run.workdir,
                 use_wrk=args.wrk,
-            )
+            ).requests
         pids = server.pids()
         workers = server.worker_pids()
         cpu_before = cpu_seconds(pids)
         per_worker_before = [cpu_seconds([p]) for p in workers]
+        db_before = pgstats.snapshot(run.admin_dsn, run.db_name)
         result = run_load(
             w.spec,
             server.url,
@@ -98,6 +107,17 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
         )
         cpu = cpu_seconds(pids) - cpu_before
         per_worker = [cpu_seconds([p]) - b for p, b in zip(workers, per_worker_before, strict=True)]
+        db_after = pgstats.snapshot(run.admin_dsn, run.db_name)
+        db = {
+            "db_cpu_us_per_request": pgstats.cpu_us_per_request(
+                db_before, db_after, result.requests
+            ),
+            "db_xacts_per_request": pgstats.xacts_per_request(
+                xacts_before,
+                pgstats.settled(run.admin_dsn, run.db_name) if count_xacts else None,
+                warmed + result.requests,
+            ),
+        }
         if result.errors:
             raise AssertionError(f"{result.errors} errors ({result.non_2xx} non-2xx answers)")
         if result.requests == 0:
@@ -121,6 +141,8 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
         **result.as_dict(),
         "cpu_us_per_request": cpu / result.requests * 1e6,
         "cpu_seconds": cpu,
+        # PostgreSQL's side (bench/pgstats.py): transactions and backend CPU per request.
+        **db,
         # How the work fell on uvicorn's workers (they share one listening socket).
         "worker_cpu_share": [round(c / sum(per_worker), 2) for c in per_worker]
         if len(per_worker) > 1 and sum(per_worker) > 0

@@ -11,6 +11,9 @@ HERE = Path(__file__).resolve().parent
 # bench/reference_app.py serves the same four things in every run: what this run
 # measured over these tells how fast this machine is, and scales the absolute targets.
 REFERENCE = "reference"
+# Issue 19's comparison (bench/workloads/postgraphile.py): the service and PostGraphile
+# in interleaved rounds, the medians.
+PEERS = "peers"
 ISSUE_FIGURES = {
     ("overhead", "bare"): 12_400,  # a bare Starlette JSON route
     ("overhead", "stock"): 2_300,  # stock Strawberry, `{ __typename }`, caches on
@@ -74,7 +77,7 @@ def _configs(results: list[dict[str, Any]]) -> list[str]:
     """The service's configurations, in the order they were measured."""
     seen: list[str] = []
     for r in results:
-        if r["config"] not in seen and r["config"] != REFERENCE:
+        if r["config"] not in seen and r["config"] not in (REFERENCE, PEERS):
             seen.append(r["config"])
     return seen
 
@@ -264,6 +267,190 @@ def _reference_section(results: list[dict[str, Any]]) -> list[str]:
         "",
         "(Stock Strawberry has no read cache: the warm row sets the service's cached reads "
         "beside its uncached page.)",
+        "",
+    ]
+    return out
+
+
+# Issue 19's "today" column (its own run, PostGraphile without auth): kept as "before".
+ISSUE19_BEFORE = {
+    "cold": "0.54 (vs without auth)",
+    "db_cpu": "1.48",
+    "statements": "2.02 / 1.01",
+    "warm": "1.69 (vs without auth)",
+    "warm_tail": "1.6",
+    "typename": "0.33",
+}
+PGL_OPEN, PGL_AUTH = "postgraphile", "postgraphile-auth"
+
+
+def _rps_cpu(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "n/a"
+    return f"{row['rps']:,.0f} ({row['cpu_us_per_request']:,.0f})"
+
+
+def _over(a: dict[str, Any] | None, b: dict[str, Any] | None, field: str = "rps") -> float | None:
+    if a is None or b is None or a.get(field) is None or not b.get(field):
+        return None
+    return float(a[field] / b[field])
+
+
+def _postgraphile_section(results: list[dict[str, Any]], found: dict[str, Any]) -> list[str]:
+    """PostGraphile without and with auth beside stock Strawberry and the service, and
+    issue 19's targets (bench/workloads/postgraphile.py)."""
+    if found.get("skipped"):
+        return ["## PostGraphile (issue 19)", "", f"Not measured: {found['skipped']}.", ""]
+    if not any(r["config"] == PEERS and r["side"] == PGL_AUTH for r in results):
+        return []
+
+    def peer(key: str, side: str) -> dict[str, Any] | None:
+        return next(
+            (
+                r
+                for r in results
+                if r["config"] == PEERS and r["workload"] == key and r["side"] == side
+            ),
+            None,
+        )
+
+    cold = peer("reads_cold", "graphql")
+    warm = peer("reads_warm", "graphql")
+    typename = peer("overhead", "graphql")
+    page_open = peer("reads_cold", PGL_OPEN)
+    page_auth = peer("reads_cold", PGL_AUTH)
+    trivial_open = peer("overhead", PGL_OPEN)
+    trivial_auth = peer("overhead", PGL_AUTH)
+    rounds = len((cold or {}).get("rounds") or []) or 1
+    warmup = "; ".join(
+        f"{what} " + " → ".join(f"{c:,.0f}" for c in steps)
+        for what, steps in (found.get("node_warmup") or {}).items()
+    )
+    statements = found.get("page_statements")
+    shown = " / ".join(f"`{s[:60]}`" for s in found.get("statements") or [])
+    out = [
+        "## PostGraphile beside the service (issue 19)",
+        "",
+        "PostGraphile 4.14.1 (`bench/postgraphile/package-lock.json`, Node "
+        f"{found.get('node', '?')}), `--disable-graphiql --disable-query-log "
+        "--simple-collections omit --legacy-relations omit`, one process pinned to CPU 0 "
+        "like the service's worker, on the run's database, the same load. The service "
+        "(cache off, cache on) and PostGraphile (without, with auth) are up at once on "
+        "CPU 0, each workload measured on one and the next in turn: medians of "
+        f"{rounds} interleaved rounds. PostGraphile was first loaded in 5 s steps until its "
+        "CPU per request stopped falling (V8 compiling its hot paths; CPU µs/req per step: "
+        f"{warmup}). **Without "
+        "auth** it connects as the run's database user. **With auth** it connects as an "
+        "authenticator role (NOINHERIT) with `--jwt-secret` and `--default-role` (a role "
+        "with no grants); the token's `role` claim names the role the request runs as "
+        "(SELECT on orders, order_lines, users) and every claim becomes `jwt.claims.*`. "
+        "The page is `allOrders(condition: {userId}, orderBy: [CREATED_AT_DESC, ID_DESC], "
+        "first: 10)` with `totalCount`, `orderLinesByOrderId` and `userByUserId`, sent with "
+        "the owner's token; its answer, mapped to the service's shape, is checked equal to "
+        "the service's before each measurement. `{ __typename }` is sent without a token, "
+        "as to the service.",
+        "",
+        "A probe instance (its login role alone has `log_statement = all`) showed what "
+        "PostGraphile with auth runs: "
+        + (
+            f"{statements:.2f} statements per page ({shown}), "
+            f"{found.get('typename_statements', 0):.2f} per `{{ __typename }}` without a "
+            "token (the default role's transaction)"
+            if statements is not None
+            else "not counted (PostgreSQL's log could not be read)"
+        )
+        + "; a token signed with another secret was refused (HTTP "
+        f"{found.get('forged_status', '?')}), and the page without a token was refused "
+        "(permission denied for the default role).",
+        "",
+        "| workload | stock Strawberry req/s (CPU µs/req) | service | PostGraphile | "
+        "PostGraphile with auth | service / PostGraphile with auth |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    stock_page = reference(results, "reads_cold", "stock")
+    for label, stock, service, open_, auth in (
+        ("page, cache off", stock_page, cold, page_open, page_auth),
+        ("page, cache on", stock_page, warm, page_open, page_auth),
+        (
+            "`{ __typename }`",
+            reference(results, "overhead", "stock"),
+            typename,
+            trivial_open,
+            trivial_auth,
+        ),
+    ):
+        out.append(
+            f"| {label} | {_rps_cpu(stock)} | {_rps_cpu(service)} | {_rps_cpu(open_)} | "
+            f"{_rps_cpu(auth)} | {_fmt(_over(service, auth), 2)} |"
+        )
+    out += [
+        "",
+        "PostgreSQL's side of each workload (`bench/pgstats.py`): its backends' CPU per "
+        "request (/proc) and transactions per request (`pg_stat_database` xact_commit + "
+        "xact_rollback of the bench database; pg_stat_statements is not preloaded on this "
+        "server). The service's reads run in autocommit, so their transactions are their "
+        "statements; statements of PostGraphile with auth come from the probe's log.",
+        "",
+        "| workload | PostgreSQL CPU µs/req | transactions/req | statements/req |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, row, stmts in (
+        ("service, page, cache off", cold, "= transactions"),
+        ("service, page, cache on", warm, "= transactions"),
+        ("PostGraphile, page", page_open, "= transactions"),
+        ("PostGraphile with auth, page", page_auth, _fmt(statements, 2)),
+        ("service, `{ __typename }`", typename, "= transactions"),
+        (
+            "PostGraphile with auth, `{ __typename }`",
+            trivial_auth,
+            _fmt(found.get("typename_statements"), 2),
+        ),
+    ):
+        if row is None:
+            continue
+        out.append(
+            f"| {label} | {_fmt(row.get('db_cpu_us_per_request'))} | "
+            f"{_fmt(row.get('db_xacts_per_request'), 2)} | {stmts} |"
+        )
+
+    def met(value: float | None, ok: bool) -> str:
+        return "n/a" if value is None else ("yes" if ok else "**no**")
+
+    cold_r = _over(cold, page_auth)
+    warm_r = _over(warm, page_auth)
+    db_r = _over(cold, page_auth, "db_cpu_us_per_request")
+    db_open = _over(cold, page_open, "db_cpu_us_per_request")
+    s_cold = cold.get("db_xacts_per_request") if cold else None
+    s_warm = warm.get("db_xacts_per_request") if warm else None
+    # Counted from a few seconds of counters (bench/pgstats.py): a few percent either way.
+    stmts_ok = s_cold is not None and s_warm is not None and s_cold <= 1.05 and s_warm <= 0.05
+    tail = warm["p99_ms"] / warm["p50_ms"] if warm and warm["p50_ms"] else None
+    type_r = _over(typename, trivial_auth)
+    type_open = _over(typename, trivial_open)
+    out += [
+        "",
+        "### Issue 19's targets",
+        "",
+        "Ratios of requests/s, the service on one pinned worker against PostGraphile with "
+        'auth (PostGraphile without auth in brackets); "before" is the issue\'s own run.',
+        "",
+        "| workload | before | this run | goal | met |",
+        "| --- | ---: | ---: | ---: | --- |",
+        f"| cold page vs PostGraphile with auth | {ISSUE19_BEFORE['cold']} | {_fmt(cold_r, 2)} "
+        f"({_fmt(_over(cold, page_open), 2)}) | ≥ 1.0 | {met(cold_r, (cold_r or 0) >= 1.0)} |",
+        f"| PostgreSQL CPU per cold page vs PostGraphile | {ISSUE19_BEFORE['db_cpu']} | "
+        f"{_fmt(db_r, 2)} ({_fmt(db_open, 2)}) | ≤ 1.0 | {met(db_r, (db_r or 9) <= 1.0)} |",
+        f"| statements per cold / warm read | {ISSUE19_BEFORE['statements']} | "
+        f"{_fmt(s_cold, 2)} / {_fmt(s_warm, 2)} | 1 / 0 | "
+        f"{met(s_cold, stmts_ok)} |",
+        f"| warm page vs PostGraphile with auth | {ISSUE19_BEFORE['warm']} | {_fmt(warm_r, 2)} "
+        f"({_fmt(_over(warm, page_open), 2)}) | ≥ 2.5 | {met(warm_r, (warm_r or 0) >= 2.5)} |",
+        f"| warm page p99 / p50 | {ISSUE19_BEFORE['warm_tail']} | {_fmt(tail, 2)} | ≤ 1.5 | "
+        f"{met(tail, (tail or 9) <= 1.5)} |",
+        f"| `{{ __typename }}` vs PostGraphile with auth | {ISSUE19_BEFORE['typename']} "
+        f"(vs without auth) | {_fmt(type_r, 2)} ({_fmt(type_open, 2)}) | ≥ 0.5 | "
+        f"{met(type_r, (type_r or 0) >= 0.5)} |",
+        "| every target of the benchmark issue | holds | see Targets | still holds | |",
         "",
     ]
     return out
@@ -520,6 +707,7 @@ def render(
             )
         lines.append("")
     lines += _reference_section(results)
+    lines += _postgraphile_section(results, settings.get("postgraphile") or {})
     rows = targets(results, fanout)
     if rows:
         db_scale = machine_factor(results, "reads_cold")

@@ -51,6 +51,9 @@ class Run:
     batches: int = 0
     # The page of orders as each server answered it (path -> JSON): all must be the same.
     page_answers: dict[str, Any] = field(default_factory=dict)
+    # PostGraphile beside the service (bench/workloads/postgraphile.py): what its probe
+    # found, or why it was skipped.
+    postgraphile: dict[str, Any] = field(default_factory=dict)
 
     def check_page(self, where: str, answer: dict[str, Any]) -> None:
         """Every server that answers the read workloads' page answers it the same."""

@@ -11,6 +11,7 @@ from bench.database import analyze
 from bench.load import LoadSpec
 from bench.measure import ORDERS_QUERY, Workload, check_graphql, graphql_body, json_headers, measure
 from bench.runs import Run
+from bench.workloads.postgraphile import postgraphile_suite
 
 REFERENCE = "reference"
 
@@ -71,10 +72,12 @@ def reference_workloads(run: Run) -> list[Workload]:
 
 
 def reference_suite(run: Run, *, wait: bool = True) -> None:
-    """The reference servers on one pinned worker, as the issue measured them."""
+    """The reference servers on one pinned worker, as the issue measured them, then
+    PostGraphile (issue 19) on the same core."""
     server = run.start_server(REFERENCE, workers=1, pinned=True, reference=True)
     try:
         for w in reference_workloads(run):
             measure(run, server, w, config=REFERENCE)
     finally:
         run.stop_server(server, wait=wait)
+    postgraphile_suite(run)
