@@ -195,13 +195,15 @@ def create_app(settings: Settings) -> Starlette:
     admission = WebsocketAdmission(view, settings=settings, metrics=metrics)
     debug = [Route("/debug/runtime", endpoints.debug_runtime)] if settings.app_env == "test" else []
     routes: list[BaseRoute] = [
+        # First: the router tries the routes in order, and nearly every request is this one.
+        # No other route matches its path.
+        Route("/graphql", view, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", admission),
         Route("/", endpoints.root),
         Route("/health", endpoints.health),
         Route("/ready", endpoints.ready),
         Route("/metrics", endpoints.metrics_page),
         *debug,
-        Route("/graphql", view, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", admission),
         *webhook_routes(simulator=settings.simulator_enabled),
         *endpoints.admin_routes(settings.admin_dist_dir),
         *endpoints.graphiql_routes(settings),

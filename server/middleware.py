@@ -12,10 +12,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra import tracing
+from infra.logs import log_access
 from infra.metrics import Metrics
 
 access_log = logging.getLogger("order_service.access")
 
+_MAX_CACHED_CHILDREN = 64
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -48,6 +50,17 @@ class RequestContextMiddleware:
             t: metrics.operation_duration.labels(t)
             for t in ("query", "mutation", "subscription", "unknown")
         }
+        self._by_route: dict[tuple[str, str], Any] = {}
+
+    def _duration_of(self, route: str, method: str) -> Any:
+        """The request histogram's child for the route and method, looked up once (a
+        client picks the method: past a few dozen pairs, looked up every time)."""
+        child = self._by_route.get((route, method))
+        if child is None:
+            child = self.metrics.request_duration.labels(route, method)
+            if len(self._by_route) < _MAX_CACHED_CHILDREN:
+                self._by_route[(route, method)] = child
+        return child
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: what it only passes on (a websocket, say) runs without a
@@ -91,7 +104,7 @@ class RequestContextMiddleware:
         finally:
             duration = time.perf_counter() - started
             route = route_label(scope["path"])
-            self.metrics.request_duration.labels(route, scope["method"]).observe(duration)
+            self._duration_of(route, scope["method"]).observe(duration)
             if route == "/graphql":
                 op_type = state.get("operation_type", "unknown")
                 by_type = self._by_type.get(op_type) or self.metrics.operation_duration.labels(
@@ -107,14 +120,7 @@ class RequestContextMiddleware:
                 "request_id": request_id,
                 "operation": state.get("operation_name"),
             }
-            access_log.info(
-                "%s %s %s %.1fms",
-                scope["method"],
-                scope["path"],
-                status,
-                duration * 1000,
-                extra=extra,
-            )
+            log_access(access_log, scope["method"], scope["path"], status, duration, extra)
 
 
 def route_label(path: str) -> str:

@@ -116,6 +116,7 @@ def _request_data(body: dict[str, Any]) -> GraphQLRequestData:
     )
 
 
+_MAX_COUNTERS = 1024
 _LOOKED_UP = "cache_lookup"
 _DESCRIBED = "described_operation"
 
@@ -254,6 +255,9 @@ class GraphQLView(GraphQL[RequestContext, None]):
         super().__init__(*args, **kwargs)
         self.connections = ConnectionRegistry()
         self._labels = OperationLabels()
+        # graphql_operations_total's children by (name, type, outcome): one view serves
+        # one app, whose metrics (app.state.services.metrics) do not change.
+        self._counters: dict[tuple[str, str, str], Any] = {}
         self.ide_dir = ide_dir
 
     async def render_graphql_ide(self, request: Request) -> Response:
@@ -507,10 +511,20 @@ class GraphQLView(GraphQL[RequestContext, None]):
 
     def _count(self, request: Request, outcome: str) -> None:
         state = request.scope.get("state") or {}
-        services: Services = request.app.state.services
-        services.metrics.graphql_operations.labels(
-            state.get("operation_name", "unknown"), state.get("operation_type", "unknown"), outcome
-        ).inc()
+        key = (
+            state.get("operation_name", "unknown"),
+            state.get("operation_type", "unknown"),
+            outcome,
+        )
+        counter = self._counters.get(key)
+        if counter is None:
+            # `labels()` costs more than the increment. The names are capped
+            # (OperationLabels), and so are the children kept here.
+            services: Services = request.app.state.services
+            counter = services.metrics.graphql_operations.labels(*key)
+            if len(self._counters) < _MAX_COUNTERS:
+                self._counters[key] = counter
+        counter.inc()
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
