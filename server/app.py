@@ -34,7 +34,7 @@ from server import endpoints
 from server.assembly import build_schema
 from server.background import relay_forever, watch_redis
 from server.headers import SecurityHeadersMiddleware
-from server.middleware import BodyLimitMiddleware, RequestContextMiddleware, route_label
+from server.middleware import RequestContextMiddleware, route_label
 from server.transport.view import GraphQLView, StockGraphQLView
 from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
@@ -153,15 +153,15 @@ def graphql_endpoint(settings: Settings) -> GraphQLView:
 
 
 def middleware_for(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    """Outermost first: CORS (when origins are set), request ids, access log and metrics,
-    the body limit, the security headers."""
+    """Outermost first: CORS (when origins are set), request ids, access log, metrics and
+    the body limit (one middleware), the security headers."""
     middleware = [
         Middleware(
             RequestContextMiddleware,
             metrics=metrics,
             trusted_proxies=settings.trusted_proxy_list,
+            max_body_bytes=settings.max_body_bytes,
         ),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         Middleware(SecurityHeadersMiddleware),
     ]
     if settings.cors_origin_list:
