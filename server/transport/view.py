@@ -272,8 +272,8 @@ class GraphQLView(GraphQL[RequestContext, None]):
         request = Request(scope=scope, receive=receive)
         try:
             early = await self._cached_response(request)
-            if isinstance(early, Response):
-                await early(scope, receive, send)
+            if isinstance(early, bytes):
+                await send_json(send, early)
                 return
             body = await self._direct(request, early)
             if body is not None:
@@ -320,9 +320,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
         )
         return self.encode_json(await self.process_result(request, result))
 
-    async def _cached_response(self, request: Request) -> Response | RequestContext | None:
-        """The stored answer to a cacheable order read, if there is one; else the context
-        built on the way (its caller looked up), or None when the request is not one."""
+    async def _cached_response(self, request: Request) -> bytes | RequestContext | None:
+        """The stored answer (the body of a 200) to a cacheable order read, if there is
+        one; else the context built on the way (its caller looked up), or None when the
+        request is not one."""
         settings = request.app.state.settings
         if settings.cache_ttl_seconds <= 0:
             return None
@@ -358,7 +359,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
             tracing.name_operation(label, op.type)
         context.services.metrics.cache_requests.labels("hit").inc()
         self._count(request, "ok")
-        return Response(found[1], status_code=200, media_type="application/json")
+        return found[1]
 
     def _describe(
         self, request: Request, query: str | None, name: str | None, max_tokens: int
