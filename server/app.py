@@ -34,7 +34,7 @@ from server import endpoints
 from server.assembly import build_schema
 from server.background import relay_forever, watch_redis
 from server.headers import SecurityHeadersMiddleware
-from server.middleware import BodyLimitMiddleware, RequestContextMiddleware, route_label
+from server.middleware import RequestContextMiddleware, route_label
 from server.transport.view import GraphQLView, StockGraphQLView
 from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
@@ -153,15 +153,15 @@ def graphql_endpoint(settings: Settings) -> GraphQLView:
 
 
 def middleware_for(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    """Outermost first: CORS (when origins are set), request ids, access log and metrics,
-    the body limit, the security headers."""
+    """Outermost first: CORS (when origins are set), request ids, access log, metrics and
+    the body limit (one middleware), the security headers."""
     middleware = [
         Middleware(
             RequestContextMiddleware,
             metrics=metrics,
             trusted_proxies=settings.trusted_proxy_list,
+            max_body_bytes=settings.max_body_bytes,
         ),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         Middleware(SecurityHeadersMiddleware),
     ]
     if settings.cors_origin_list:
@@ -195,13 +195,15 @@ def create_app(settings: Settings) -> Starlette:
     admission = WebsocketAdmission(view, settings=settings, metrics=metrics)
     debug = [Route("/debug/runtime", endpoints.debug_runtime)] if settings.app_env == "test" else []
     routes: list[BaseRoute] = [
+        # First: the router tries the routes in order, and nearly every request is this one.
+        # No other route matches its path.
+        Route("/graphql", view, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", admission),
         Route("/", endpoints.root),
         Route("/health", endpoints.health),
         Route("/ready", endpoints.ready),
         Route("/metrics", endpoints.metrics_page),
         *debug,
-        Route("/graphql", view, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", admission),
         *webhook_routes(simulator=settings.simulator_enabled),
         *endpoints.admin_routes(settings.admin_dist_dir),
         *endpoints.graphiql_routes(settings),

@@ -25,7 +25,7 @@ from schema.query import Query
 from schema.subscription import Subscription
 from server.transport import live
 from server.transport.documents import CACHED_DOCUMENTS, DocumentPolicy
-from server.transport.execution import FastExecutionContext
+from server.transport.execution import DirectOperation, FastExecutionContext
 
 
 class OrderSchema(strawberry.Schema):
@@ -34,6 +34,9 @@ class OrderSchema(strawberry.Schema):
     live_feed: LiveFeed | None = None
     # The parse the view describes operations with (FAST_PATHS=on): the execution's own.
     document_policy: DocumentPolicy | None = None
+    # How the view runs an HTTP operation without Strawberry's extension runner
+    # (FAST_PATHS=on); None: through `execute`.
+    direct: DirectOperation | None = None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -87,6 +90,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     )
     schema.live_feed = live.FEED if fast else None
     schema.document_policy = documents
+    if documents is not None:
+        # Valid only for exactly these extensions (ErrorCodes, DocumentRules) and no
+        # schema directives: see DirectOperation.
+        schema.direct = DirectOperation(schema, documents, quiet=production)
     return schema
 
 

@@ -12,10 +12,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra import tracing
+from infra.logs import log_access
 from infra.metrics import Metrics
 
 access_log = logging.getLogger("order_service.access")
 
+_MAX_CACHED_CHILDREN = 64
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -36,18 +38,40 @@ def client_ip(scope: Scope, trusted: frozenset[str]) -> str | None:
 
 class RequestContextMiddleware:
     """Gives every request an id (X-Request-ID taken or generated, echoed back), the
-    client's address, one access-log line and a duration sample."""
+    client's address, one access-log line and a duration sample, and refuses bodies over
+    `max_body_bytes` with 413, whether declared or streamed (a refusal has its id, line
+    and sample too). One middleware, not two: each layer is a coroutine and a wrapped
+    `send` and `receive` more on every request."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, trusted_proxies: frozenset[str]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        trusted_proxies: frozenset[str],
+        max_body_bytes: int,
+    ):
         self.app = app
         self.metrics = metrics
         self.trusted = trusted_proxies
+        self.max_body_bytes = max_body_bytes
         # The children of the histogram by type, looked up once: `labels()` on every
         # request costs more than the observation.
         self._by_type = {
             t: metrics.operation_duration.labels(t)
             for t in ("query", "mutation", "subscription", "unknown")
         }
+        self._by_route: dict[tuple[str, str], Any] = {}
+
+    def _duration_of(self, route: str, method: str) -> Any:
+        """The request histogram's child for the route and method, looked up once (a
+        client picks the method: past a few dozen pairs, looked up every time)."""
+        child = self._by_route.get((route, method))
+        if child is None:
+            child = self.metrics.request_duration.labels(route, method)
+            if len(self._by_route) < _MAX_CACHED_CHILDREN:
+                self._by_route[(route, method)] = child
+        return child
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: what it only passes on (a websocket, say) runs without a
@@ -76,22 +100,43 @@ class RequestContextMiddleware:
         state = scope["state"]
         started = time.perf_counter()
         status = 500
+        responded = False
+        max_bytes = self.max_body_bytes
+        received = 0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
                 headers = list(message.get("headers") or [])
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            refused = _declared_too_large(scope, max_bytes)
+            if refused is not None:
+                await _plain(send_with_id, *refused)
+                return
+            try:
+                await self.app(scope, limited_receive, send_with_id)
+            except _BodyTooLarge:
+                if not responded:
+                    await _plain(send_with_id, 413, b"Request body too large")
         finally:
             duration = time.perf_counter() - started
             route = route_label(scope["path"])
-            self.metrics.request_duration.labels(route, scope["method"]).observe(duration)
+            self._duration_of(route, scope["method"]).observe(duration)
             if route == "/graphql":
                 op_type = state.get("operation_type", "unknown")
                 by_type = self._by_type.get(op_type) or self.metrics.operation_duration.labels(
@@ -107,14 +152,7 @@ class RequestContextMiddleware:
                 "request_id": request_id,
                 "operation": state.get("operation_name"),
             }
-            access_log.info(
-                "%s %s %s %.1fms",
-                scope["method"],
-                scope["path"],
-                status,
-                duration * 1000,
-                extra=extra,
-            )
+            log_access(access_log, scope["method"], scope["path"], status, duration, extra)
 
 
 def route_label(path: str) -> str:
@@ -125,53 +163,19 @@ def route_label(path: str) -> str:
     return path if path in ("/health", "/ready", "/metrics", "/") else "other"
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over `max_bytes` with 413, whether declared or streamed."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # Not a coroutine itself: see RequestContextMiddleware.
-        if scope["type"] != "http":
-            return self.app(scope, receive, send)
-        return self._http(scope, receive, send)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        for name, value in scope.get("headers") or ():
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _plain(send, 400, b"Invalid Content-Length")
-                    return
-                if declared > self.max_bytes:
-                    await _plain(send, 413, b"Request body too large")
-                    return
-        received = 0
-        started = False
-
-        async def send_tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge()
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send_tracking)
-        except _BodyTooLarge:
-            if not started:
-                await _plain(send, 413, b"Request body too large")
+def _declared_too_large(scope: Scope, max_bytes: int) -> tuple[int, bytes] | None:
+    """The refusal of a request whose Content-Length is over `max_bytes` (413) or not a
+    number (400), before anything reads it; a body sent without one is counted as it
+    arrives (`limited_receive`)."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                return 400, b"Invalid Content-Length"
+            if declared > max_bytes:
+                return 413, b"Request body too large"
+    return None
 
 
 class _BodyTooLarge(Exception):

@@ -192,3 +192,35 @@ async def test_ready_is_503_naming_the_database_when_it_is_down(
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"].startswith("unavailable")
     assert (await client.http.get("/health")).status_code == 200
+
+
+async def test_a_refused_body_has_its_request_id_and_access_line(
+    client_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The body limit is part of the request-context middleware: its refusals are requests
+    like any other, with the id echoed and one access line."""
+    import logging
+
+    client = await client_factory(max_body_bytes=2048)
+    caplog.set_level(logging.INFO, logger="order_service.access")
+
+    async def chunks() -> Any:
+        for _ in range(5):
+            yield b"x" * 1000
+
+    declared = await client.http.post(
+        "/graphql", content=b"x" * 3000, headers={"x-request-id": "req-big-1"}
+    )
+    streamed = await client.http.post(
+        "/graphql",
+        content=chunks(),
+        headers={"content-type": "application/json", "x-request-id": "req-big-2"},
+    )
+    for response, rid in ((declared, "req-big-1"), (streamed, "req-big-2")):
+        assert response.status_code == 413 and response.text == "Request body too large"
+        assert response.headers["x-request-id"] == rid
+    lines = [r for r in caplog.records if r.name == "order_service.access"]
+    assert [(r.__dict__["request_id"], r.__dict__["status"]) for r in lines] == [
+        ("req-big-1", 413),
+        ("req-big-2", 413),
+    ]

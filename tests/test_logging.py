@@ -158,3 +158,71 @@ def test_chatty_libraries_stay_quiet_at_debug() -> None:
         for name, saved in levels.items():
             logging.getLogger(name).setLevel(saved)
         logging.getLogger("uvicorn.access").disabled = False
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("at", [1765000000.0, 1765000000.9996, 1765012345.0421, 1700000000.5])
+def test_the_quick_access_line_is_the_line_logging_writes(
+    monkeypatch: pytest.MonkeyPatch, fmt: str, at: float
+) -> None:
+    """infra.logs.log_access writes the access line itself when it would only reach the
+    installed handler: the same bytes as `logger.info` through logging (redaction, the
+    time's milliseconds, the fields and their order), and logging again once anything
+    else is on the way."""
+    import io
+    import time
+
+    from infra import logs
+
+    root = logging.getLogger()
+    handlers, level, installed = root.handlers[:], root.level, logs._installed
+    chatty = {name: logging.getLogger(name).level for name in logs._CHATTY}
+    access = logging.getLogger("order_service.access")
+    try:
+        configure_logging("INFO", fmt)
+        stream = io.StringIO()
+        handler = root.handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(stream)
+        monkeypatch.setattr(time, "time", lambda: at)
+        monkeypatch.setattr(time, "time_ns", lambda: int(at * 1e9))
+        extra = {
+            "method": "POST",
+            "path": "/graphql",
+            "status": 200,
+            "duration_ms": 12.35,
+            "client_ip": "192.0.2.1",
+            "request_id": "req-1",
+            "operation": "Login password=hunter2",
+        }
+        assert logs._plain_route(access) is handler
+        logs.log_access(access, "POST", "/graphql", 200, 0.012345, dict(extra))
+        quick = stream.getvalue()
+        stream.seek(0)
+        stream.truncate()
+        access.info(logs.ACCESS_MESSAGE, "POST", "/graphql", 200, 12.345, extra=dict(extra))
+        assert quick == stream.getvalue()
+        assert "hunter2" not in quick and quick.count("\n") == 1
+
+        # A filter on the way (or another handler, as caplog adds): logging's own path.
+        seen: list[logging.LogRecord] = []
+
+        def keep(record: logging.LogRecord) -> bool:
+            seen.append(record)
+            return True
+
+        access.addFilter(keep)
+        assert logs._plain_route(access) is None
+        logs.log_access(access, "GET", "/health", 200, 0.001, {})
+        assert len(seen) == 1 and seen[0].getMessage() == "GET /health 200 1.0ms"
+        access.removeFilter(keep)
+        access.setLevel(logging.WARNING)
+        assert logs._plain_route(access) is None
+    finally:
+        access.setLevel(logging.NOTSET)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logs._installed = installed
+        for name, saved in chatty.items():
+            logging.getLogger(name).setLevel(saved)
+        logging.getLogger("uvicorn.access").disabled = False
