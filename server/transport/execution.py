@@ -61,7 +61,6 @@ from strawberry.utils.operation import get_first_operation, get_operation_type
 
 from schema.errors import format_error
 from schema.limits import cost_error
-
 from server.transport.memo import Attached
 
 _TYPENAME = "__typename"
