@@ -311,8 +311,10 @@ async def test_q_by_id_email_and_substring_gives_the_v1_answers(client_factory: 
         ]
         return sorted(found, reverse=True)
 
-    questions = ["1", "#2", "12", " 3 ", "001", "widget", "GADGET", "bolt", "-", "_", "%", "b.", "B_", "."]
-    questions += ["bob@shop.example.org", "jimbob@shop.example.org", "BOB@SHOP.TEST", "shop", "example.com"]
+    questions = ["1", "#2", "12", "001", "widget", "GADGET", "bolt", "-", "_", "%", "b."]
+    questions += ["B_", ".", "shop", "example.com"]
+    questions += ["bob@shop.example.org", "jimbob@shop.example.org", "BOB@SHOP.EXAMPLE.ORG"]
+    questions.append(" 3 ")
     questions += ["alice@example.com", "nothing", "9999999999999", "#", "a_b"]
     for q in questions:
         page = await _page(client, admin, q=q, limit=100)
