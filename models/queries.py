@@ -358,7 +358,9 @@ class OrderFilter:
             self.match_emails and self.pattern is not None,
             self.created_from is not None,
             self.created_to is not None,
-            bool(self.skus) and self.pattern is not None,
+            # SKUs matched: none, one (then `= :sku`, which reads the (sku, order_id) index
+            # in order_id order), or more.
+            min(len(self.skus or ()), 2) if self.pattern is not None else 0,
             OrderSort(self.sort),
         )
 
@@ -371,6 +373,7 @@ class OrderFilter:
             "created_from": self.created_from,
             "created_to": self.created_to,
             "skus": list(self.skus or ()),
+            "sku": self.skus[0] if self.skus else None,
         }
 
 
@@ -417,6 +420,10 @@ def _base_conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
     return conditions
 
 
+def _sku_is(d: Dialect, line: Any, skus: int) -> Any:
+    return line.c.sku == _p("sku") if skus == 1 else d.one_of(line.c.sku, "skus")
+
+
 def _search_arms(d: Dialect, o: Any, shape: tuple[Any, ...]) -> list[Any]:
     """What a text search matches, one condition per way of matching (any one will do).
 
@@ -431,9 +438,7 @@ def _search_arms(d: Dialect, o: Any, shape: tuple[Any, ...]) -> list[Any]:
     arms: list[Any] = []
     if by_sku:
         line = order_lines.alias("l")
-        arms.append(
-            select(1).where(line.c.order_id == o.c.id, d.one_of(line.c.sku, "skus")).exists()
-        )
+        arms.append(select(1).where(line.c.order_id == o.c.id, _sku_is(d, line, by_sku)).exists())
     if by_id:
         arms.append(o.c.id == _p("order_id"))
     if by_email:
@@ -476,6 +481,16 @@ def _total(d: Dialect, shape: tuple[Any, ...]) -> Any:
         base = _base_conditions(o, shape)
         cap = literal_column(str(SEARCH_COUNT_CAP + 1), Integer)
         arms = [select(o.c.id).where(*base, arm).limit(cap) for arm in _search_arms(d, o, shape)]
+        if shape[7] and not base:
+            # The SKU arm alone: the matching lines' orders, read from the index on
+            # (sku, order_id) without visiting the orders.
+            line = order_lines.alias("cl")
+            arms[0] = (
+                select(line.c.order_id.label("id"))
+                .where(_sku_is(d, line, shape[7]))
+                .distinct()
+                .limit(cap)
+            )
         if len(arms) == 1:
             found = arms[0].subquery("f")
         else:
