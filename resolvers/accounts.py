@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from models.rows import UserRow, replace
 from models.state import Role
 from models.tables import utcnow
 from resolvers import events
-from resolvers.context import RequestContext, caller_scope
+from resolvers.context import CALLER_CHECK_SECONDS, RequestContext, caller_scope
 from resolvers.errors import EmailTaken, FieldErrors, InvalidCredentials, NotFound, RateLimited
 
 log = logging.getLogger("order_service")
@@ -180,18 +181,21 @@ async def set_role(ctx: RequestContext, email: str, role: Role) -> UserRow:
 
 
 async def change_role(ctx: RequestContext, user: UserRow, role: Role) -> UserRow:
-    """Store the role, then replace the user's cache generation: every instance reads
-    the user again on their next request (resolvers.context.Callers), and cached order
-    answers, which show their owner's role, become unreachable."""
-    async with ctx.services.db.begin() as conn:
+    """Store the role, then replace the user's cache generation: cached order answers,
+    which show their owner's role, become unreachable, and every instance reads the user
+    again on their next request (resolvers.context.Callers) once CALLER_CHECK_SECONDS
+    have passed, which this waits for when other processes share the generations."""
+    services = ctx.services
+    async with services.db.begin() as conn:
         await queries.set_role(conn, user.id, role.value)
-    ctx.services.callers.forget(user.id)
+    services.callers.forget(user.id)
     try:
-        await ctx.services.cache.bump(
-            [caller_scope(user.id), *events.order_cache_scopes({user.id})]
-        )
+        await services.cache.bump([caller_scope(user.id), *events.order_cache_scopes({user.id})])
     except Exception:
         # Lost with Redis away: the next epoch covers it, and what instances remember
         # of the user lapses within USER_CACHE_SECONDS anyway.
         log.warning("cache generation bump failed after a role change", exc_info=True)
+    else:
+        if services.cache.shared and services.settings.user_cache_seconds > 0:
+            await asyncio.sleep(CALLER_CHECK_SECONDS)
     return replace(user, role=role.value)

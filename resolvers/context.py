@@ -29,6 +29,12 @@ USER_RECHECK_SHARED_SECONDS = 1.0
 _MAX_SHARED_RECHECKS = 10_000
 
 
+# A remembered caller whose generation was found unchanged is used without asking Redis
+# again for this long; a role change waits as long after its bump before it returns, so
+# that from then on no instance uses what it remembered (resolvers.accounts.change_role).
+CALLER_CHECK_SECONDS = 1.0
+
+
 def caller_scope(user_id: int) -> str:
     """The cache generation a change to this user (their role) replaces."""
     return f"user:{user_id}"
@@ -39,6 +45,11 @@ class Remembered:
     user: UserRow
     stamp: str  # the caller's generation stamp taken before `user` was read
     read_at: float  # when the read started (Services.clock)
+    # When the last look at the generation that found `stamp` started.
+    checked_at: float = float("-inf")
+
+    def checked_lately(self, now: float) -> bool:
+        return 0 <= now - self.checked_at < CALLER_CHECK_SECONDS
 
 
 class Callers:
@@ -66,7 +77,7 @@ class Callers:
     def remember(self, user: UserRow, stamp: str, read_at: float) -> None:
         if self.seconds <= 0:
             return
-        self._entries[user.id] = Remembered(user, stamp, read_at)
+        self._entries[user.id] = Remembered(user, stamp, read_at, checked_at=read_at)
         self._entries.move_to_end(user.id)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
@@ -252,11 +263,14 @@ class RequestContext:
             user = await self._load_user()
             callers.read_fresh(user_id, user, read_at)
             return user
+        known = callers.recall(user_id, read_at)
+        if known is not None and known.checked_lately(read_at):
+            return known.user
         stamp = await services.cache.stamp([caller_scope(user_id)])
         if stamp is None:  # the shared store is away: nothing tells a change, so read
             return await self._load_user()
-        known = callers.recall(user_id, read_at)
         if known is not None and known.stamp == stamp:
+            known.checked_at = read_at
             return known.user
         user = await self._load_user()
         if user is None:

@@ -244,6 +244,7 @@ async def cached_answer(
                 # The caller changed since the instance read them: read them again.
                 services.callers.forget(user_id)
                 continue
+            known.checked_at = now
             ctx.adopt(user)
         return await _lookup(ctx, prefix + stamp + suffix, value, now)
     return None
