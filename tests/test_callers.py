@@ -4,6 +4,7 @@ and a change behind the service's back within USER_CACHE_SECONDS."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,8 +20,9 @@ from resolvers import accounts
 from resolvers.context import Callers, RequestContext, Services
 from tests import test_cache
 from tests.client import GraphQLClient
-from tests.ops_support import ORDER, ORDERS, new_order, running
+from tests.ops_support import ORDER, ORDERS, new_order, running, shared_redis
 from tests.test_cache import Pair, demote, listed
+from tests.test_cli import run_cli
 
 # The two ways into the service of test_cache: one in-memory instance, or two sharing Redis.
 pair, redis_url = test_cache.pair, test_cache.redis_url
@@ -184,3 +186,29 @@ def test_the_memory_is_bounded_least_recently_used_first() -> None:
     assert callers.recall(1, 101.0) is not None and callers.recall(3, 101.0) is not None
     assert callers.recall(1, 151.0) is None  # past the bound
     assert callers.recall(3, 99.0) is None  # a clock gone back: not trusted
+
+
+async def test_set_role_from_the_command_line_reaches_a_running_instance(
+    settings_factory: Any, database_url: str
+) -> None:
+    with shared_redis() as url:
+        settings = settings_factory(redis_url=url)
+        async with running(settings) as client:
+            boss = await client.make_admin("boss@example.com")
+            for _ in range(2):
+                assert await role_seen(client, boss) == "ADMIN"
+            env = {
+                "DATABASE_URL": database_url,
+                "REDIS_URL": url,
+                "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+            }
+            args = ("set-role", "--email", "Boss@Example.com", "--role", "USER")
+            done = await asyncio.to_thread(run_cli, *args, env=env)
+            assert done.returncode == 0, done.stderr
+            assert "boss@example.com is now USER" in done.stdout
+            assert await role_seen(client, boss) == "USER"
+            assert await listed(client, boss) == {}
+
+            missing = ("set-role", "--email", "nobody@example.com", "--role", "ADMIN")
+            refused = await asyncio.to_thread(run_cli, *missing, env=env)
+            assert refused.returncode != 0 and "nobody@example.com" in refused.stderr
