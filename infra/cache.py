@@ -57,6 +57,10 @@ class Cache(Protocol):
         ...
 
 
+LANDED_SECONDS = 1.0
+LANDED_KEYS = 256
+
+
 class Flights:
     """One computation per key at a time in this process: a request that misses while
     another computes the same answer waits for it, and a stale entry is refreshed by
@@ -65,6 +69,9 @@ class Flights:
 
     def __init__(self, backoff: float = 2.0, max_keys: int = 10_000) -> None:
         self._running: dict[str, asyncio.Future[bytes | None]] = {}
+        # Answers just computed (when, bytes): a request whose lookup was answered
+        # before the store finished would otherwise compute the same key again.
+        self._landed: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         # Keys claimed for a refresh (when), until the refresh runs and lands.
         self._claimed: OrderedDict[str, float] = OrderedDict()
         self._failed: OrderedDict[str, float] = OrderedDict()
@@ -74,14 +81,26 @@ class Flights:
     def running(self, key: str) -> asyncio.Future[bytes | None] | None:
         return self._running.get(key)
 
+    def landed(self, key: str, now: float) -> bytes | None:
+        """The bytes computed for `key` in the last LANDED_SECONDS, if any."""
+        found = self._landed.get(key)
+        if found is None or not 0 <= now - found[0] < LANDED_SECONDS:
+            return None
+        return found[1]
+
     def lead(self, key: str) -> None:
         """This request computes `key` now; `land` must follow (in a `finally`)."""
         self._running[key] = asyncio.get_running_loop().create_future()
 
-    def land(self, key: str, body: bytes | None) -> None:
+    def land(self, key: str, body: bytes | None, now: float) -> None:
         """The computation of `key` is over: `body` for those who waited (None: compute
         your own)."""
         self._claimed.pop(key, None)
+        if body is not None:
+            self._landed[key] = (now, body)
+            self._landed.move_to_end(key)
+            while len(self._landed) > LANDED_KEYS:
+                self._landed.popitem(last=False)
         future = self._running.pop(key, None)
         if future is not None and not future.done():
             future.set_result(body)

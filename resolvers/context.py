@@ -253,7 +253,8 @@ class RequestContext:
 
     async def _caller(self) -> UserRow | None:
         """The caller, remembered by the instance if this is a query and its generation
-        still holds (one cache round trip, no statement), else read from the database."""
+        still holds (looked at once per CALLER_CHECK_SECONDS: a cache round trip, no
+        statement), else read from the database."""
         if self.claims is None:
             return None
         services, user_id = self.services, self.claims.user_id

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
 
+from infra.cache import Flights
 from models.db import Database
 from server.transport.cache import REFRESH_WINDOW
 from tests import test_cache
@@ -62,28 +64,31 @@ async def burst(clients: tuple[GraphQLClient, ...], token: str) -> list[Result]:
 
 
 @asynccontextmanager
-async def warmed(pair: Pair) -> AsyncIterator[tuple[tuple[GraphQLClient, ...], str, int, Any]]:
+async def warmed(
+    pair: Pair,
+) -> AsyncIterator[tuple[tuple[GraphQLClient, ...], str, int, Any, float]]:
     """Both instances know the reader and hold its page; (instances, token, statements
-    of one computation of the page, the page)."""
+    of one computation of the page, the page, a time after the page was stored)."""
     one, two = pair
     reader = await one.signup("reader@example.com")
     await new_order(one, reader, "t1")
     clients = (one, two) if one is not two else (one,)
     first = (await one.execute(PAGE, token=reader)).ok()
+    stored = time.time()  # the entry was stored before this
     for client in clients:
         assert (await client.execute(PAGE, token=reader)).ok() == first
     # What one computation of the page costs: the same page under another operation name.
     with counting((one,)) as statements:
         (await one.execute(PAGE.replace("Page", "Other"), token=reader)).ok()
-    yield clients, reader, len(statements), first
+    yield clients, reader, len(statements), first, stored
 
 
 async def test_a_stale_hot_entry_is_refreshed_by_one_request(pair: Pair) -> None:
-    async with warmed(pair) as (clients, reader, cost, page):
+    async with warmed(pair) as (clients, reader, cost, page, stored):
         ttl = clients[0].app.state.settings.cache_ttl_seconds
         assert cost >= 1
         for client in clients:  # past any entry's refresh time, before its expiry
-            travel(client, ttl * (1 - REFRESH_WINDOW[0]) + 0.1)
+            travel(client, ttl * (1 - REFRESH_WINDOW[0]) + 0.05, since=stored)
         with counting(clients) as statements:
             answers = await burst(clients, reader)
         assert all(a.ok() == page for a in answers)
@@ -95,10 +100,10 @@ async def test_a_stale_hot_entry_is_refreshed_by_one_request(pair: Pair) -> None
 
 
 async def test_an_expired_entry_is_computed_once_per_instance(pair: Pair) -> None:
-    async with warmed(pair) as (clients, reader, cost, page):
+    async with warmed(pair) as (clients, reader, cost, page, stored):
         ttl = clients[0].app.state.settings.cache_ttl_seconds
         for client in clients:
-            travel(client, ttl + 0.1)
+            travel(client, ttl + 0.1, since=stored)
         with counting(clients) as statements:
             answers = await burst(clients, reader)
         assert all(a.ok() == page for a in answers)
@@ -111,10 +116,12 @@ async def test_entries_stored_together_go_stale_at_different_times(
     reader = await client.signup("reader@example.com")
     await new_order(client, reader, "t1")
     pages = [f"query P{n} {{ orders(limit: {n + 1}) {{ total }} }}" for n in range(20)]
+    first_stored = time.time()
     for query in pages:
         (await client.execute(query, token=reader)).ok()
     ttl = client.app.state.settings.cache_ttl_seconds
-    travel(client, ttl * (1 - (REFRESH_WINDOW[0] + REFRESH_WINDOW[1]) / 2))
+    middle = (REFRESH_WINDOW[0] + REFRESH_WINDOW[1]) / 2
+    travel(client, ttl * (1 - middle), since=first_stored)
     db = client.app.state.services.db
     refreshed = 0
     for query in pages:
@@ -130,6 +137,7 @@ async def test_a_failed_refresh_serves_the_stored_answer_until_it_expires(
     reader = await client.signup("reader@example.com")
     await new_order(client, reader, "t1")
     page = (await client.execute(PAGE, token=reader)).ok()
+    stored = time.time()
     assert (await client.execute(PAGE, token=reader)).ok() == page
     services = client.app.state.services
     connect = services.db.connect
@@ -140,15 +148,17 @@ async def test_a_failed_refresh_serves_the_stored_answer_until_it_expires(
     monkeypatch.setattr(services.db, "connect", down)
     ttl = client.app.state.settings.cache_ttl_seconds
     caplog.set_level(logging.WARNING, logger="order_service.cache")
-    stale = ttl * (1 - REFRESH_WINDOW[0]) + 0.1
-    for offset in (stale, stale + 2.5):  # a second refresh, after the first one's backoff
-        travel(client, offset)
+    # Refreshes no sooner than the backoff after a failure (and, with Redis, the claim).
+    services.flights = Flights(backoff=0.5)
+    stale = ttl * (1 - REFRESH_WINDOW[0]) + 0.05
+    for offset in (stale, stale + 0.6):
+        travel(client, offset, since=stored)
         answers = await burst((client,), reader)
         assert all(a.ok() == page for a in answers)
     failures = [r for r in caplog.records if "refreshing a cached answer failed" in r.message]
     assert len(failures) == 1
 
-    travel(client, ttl + 0.1)  # expired: nothing left to serve
+    travel(client, ttl + 0.1, since=stored)  # expired: nothing left to serve
     assert (await client.execute(PAGE, token=reader)).code == "INTERNAL_SERVER_ERROR"
     monkeypatch.setattr(services.db, "connect", connect)
     assert (await client.execute(PAGE, token=reader)).ok() == page

@@ -282,9 +282,12 @@ async def fill(
     one to store). One computation per key per instance: a miss while another request
     computes the same key waits for its bytes; a failed refresh serves the stale ones."""
     flights, key = services.flights, lookup.key
-    running = flights.running(key)
-    if running is not None and lookup.stale is None:
-        body = await asyncio.shield(running)
+    if lookup.stale is None:
+        running = flights.running(key)
+        if running is not None:
+            body = await asyncio.shield(running)
+        else:
+            body = flights.landed(key, services.clock())
         if body is not None:
             services.metrics.cache_requests.labels("hit").inc()
             return None, body
@@ -295,6 +298,9 @@ async def fill(
     body = None
     try:
         result, body = await compute()
+        if body is not None:
+            now = services.clock()
+            await services.cache.set(key, pack(body, now, ttl, random.random()), ttl)
     except Exception:
         if lookup.stale is None:
             raise
@@ -302,10 +308,8 @@ async def fill(
         return None, lookup.stale
     finally:
         if leads:
-            flights.land(key, body)
+            flights.land(key, body, services.clock())
     if body is not None:
-        now = services.clock()
-        await services.cache.set(key, pack(body, now, ttl, random.random()), ttl)
         flights.succeeded(key)
     elif lookup.stale is not None:
         _refresh_failed(services, key, "errors")
