@@ -3,10 +3,13 @@ operation before running it (its name and type, for logs and metrics).
 
 Only a query whose root fields are among `order`, `orders`, `orderStats` and
 `paymentDeadLetters` is cached. The key is the caller's
-scope (`orders:user:<id>`, or `orders:all` for an admin, the role read from the database),
-that scope's generation stamp, taken *before* executing, and a hash of the document,
+scope (`orders:user:<id>`, or `orders:all` for an admin, the role as the database has it:
+read, or remembered by the instance under the caller's own generation, stamped in the same
+round trip), the generation stamp, taken *before* executing, and a hash of the document,
 variables and operation name. Every order write bumps the generations of its scopes
 (`events.after_commit`), so after a write returns no instance can find an older answer.
+Entries are refreshed before they expire by one request while the others serve them
+(`fill`, `infra.cache.Flights`).
 """
 
 from __future__ import annotations
