@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     rate_limit_orders_per_minute: int = Field(10, ge=0)
     rate_limit_login_failures_per_minute: int = Field(10, ge=0)
     cache_ttl_seconds: int = Field(30, ge=0)
+    # How long an instance may remember who a caller is (role included) between database
+    # reads on queries; a role change through the service is seen at once. The contract:
+    # a demoted admin loses admin rights within a minute, so at most 60.
+    user_cache_seconds: int = Field(50, ge=0, le=60)
     payment_provider_url: str | None = None
     # The built-in simulated provider (/payments/simulator) lets whoever starts a payment
     # mark it paid. Served when PAYMENT_PROVIDER_URL is unset, except in production, where

@@ -1,7 +1,9 @@
-"""Sign up, log in, who am I."""
+"""Sign up, log in, who am I; roles."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
@@ -20,8 +22,10 @@ from models.rows import UserRow, replace
 from models.state import Role
 from models.tables import utcnow
 from resolvers import events
-from resolvers.context import RequestContext
-from resolvers.errors import EmailTaken, FieldErrors, InvalidCredentials, RateLimited
+from resolvers.context import CALLER_CHECK_SECONDS, RequestContext, caller_scope
+from resolvers.errors import EmailTaken, FieldErrors, InvalidCredentials, NotFound, RateLimited
+
+log = logging.getLogger("order_service")
 
 PASSWORD_MIN_BYTES = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores anything longer
@@ -162,9 +166,36 @@ async def promote_or_create_admin(ctx: RequestContext, email: str, password: str
     found = await find_user_by_email(ctx, email)
     if found is None:
         return await create_user(ctx, email, password, Role.ADMIN)
-    user = found[0]
-    async with ctx.services.db.begin() as conn:
-        await queries.set_role(conn, user.id, Role.ADMIN.value)
-    # Cached order answers show their owner's role: make them stale.
-    await events.after_commit(ctx.services, [], {user.id})
-    return replace(user, role=Role.ADMIN.value)
+    return await change_role(ctx, found[0], Role.ADMIN)
+
+
+async def set_role(ctx: RequestContext, email: str, role: Role) -> UserRow:
+    """`order-service set-role`: make an existing user an admin, or an admin a user."""
+    errors = FieldErrors()
+    email = normalise_email(email, errors)
+    errors.raise_if_any()
+    found = await find_user_by_email(ctx, email)
+    if found is None:
+        raise NotFound(f"No user has the email {email}.")
+    return await change_role(ctx, found[0], role)
+
+
+async def change_role(ctx: RequestContext, user: UserRow, role: Role) -> UserRow:
+    """Store the role, then replace the user's cache generation: cached order answers,
+    which show their owner's role, become unreachable, and every instance reads the user
+    again on their next request (resolvers.context.Callers) once CALLER_CHECK_SECONDS
+    have passed, which this waits for when other processes share the generations."""
+    services = ctx.services
+    async with services.db.begin() as conn:
+        await queries.set_role(conn, user.id, role.value)
+    services.callers.forget(user.id)
+    try:
+        await services.cache.bump([caller_scope(user.id), *events.order_cache_scopes({user.id})])
+    except Exception:
+        # Lost with Redis away: the next epoch covers it, and what instances remember
+        # of the user lapses within USER_CACHE_SECONDS anyway.
+        log.warning("cache generation bump failed after a role change", exc_info=True)
+    else:
+        if services.cache.shared and services.settings.user_cache_seconds > 0:
+            await asyncio.sleep(CALLER_CHECK_SECONDS)
+    return replace(user, role=role.value)

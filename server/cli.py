@@ -14,6 +14,7 @@ from infra.settings import Settings, SettingsError, load_settings
 from models.db import DATABASE_ERRORS
 from models.migrate import upgrade_to_head
 from models.rows import PaymentRow
+from models.state import Role
 from resolvers import accounts
 from resolvers.context import RequestContext, Services
 from resolvers.errors import DomainError
@@ -100,6 +101,22 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
     print(f"{email} is an admin")
 
 
+def cmd_set_role(args: argparse.Namespace) -> None:
+    settings = _settings()
+    asyncio.run(upgrade_to_head(settings.database_url))
+
+    async def work(services: Services) -> str:
+        ctx = RequestContext(services=services, request_id="cli")
+        user = await accounts.set_role(ctx, args.email, Role(args.role))
+        return user.email
+
+    try:
+        email = _with_services(settings, work)
+    except DomainError as exc:
+        sys.exit(f"order-service: {exc.message}")
+    print(f"{email} is now {args.role}")
+
+
 def cmd_seed_demo(_: argparse.Namespace) -> None:
     from server.demo import seed_demo
 
@@ -171,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", required=True)
     admin.set_defaults(func=cmd_create_admin)
+
+    role = sub.add_parser(
+        "set-role", help="change a user's role (every instance sees it on its next request)"
+    )
+    role.add_argument("--email", required=True)
+    role.add_argument("--role", required=True, choices=[r.value for r in Role])
+    role.set_defaults(func=cmd_set_role)
 
     sub.add_parser("seed-demo", help="demo catalog, users and orders").set_defaults(
         func=cmd_seed_demo

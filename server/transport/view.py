@@ -32,7 +32,14 @@ from strawberry.types import ExecutionResult
 from infra import tracing
 from resolvers.context import RequestContext, Services
 from schema.errors import format_error
-from server.transport.cache import Operation, OperationLabels, cached_answer, describe
+from server.transport.cache import (
+    Lookup,
+    Operation,
+    OperationLabels,
+    cached_answer,
+    describe,
+    fill,
+)
 from server.transport.execution import DirectOperation
 from server.transport.websocket import (
     ConnectionRegistry,
@@ -145,7 +152,7 @@ def graphiql_page(ide_dir: Path | None) -> Response:
 
 async def _lookup(
     context: RequestContext, query: str, variables: dict[str, Any] | None, name: str | None
-) -> tuple[str, bytes | None] | None:
+) -> Lookup | None:
     try:
         return await cached_answer(context, query, variables, name)
     except Exception:
@@ -349,7 +356,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         context = self._new_context(request)
         found = await _lookup(context, query, variables, name)
         state = request.scope.setdefault("state", {})
-        if found is None or found[1] is None:
+        if found is None or found.body is None:
             state[_LOOKED_UP] = found
             return context
         label = self._labels(op)
@@ -359,7 +366,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
             tracing.name_operation(label, op.type)
         context.services.metrics.cache_requests.labels("hit").inc()
         self._count(request, "ok")
-        return found[1]
+        return found.body
 
     def _describe(
         self, request: Request, query: str | None, name: str | None, max_tokens: int
@@ -456,6 +463,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
             raise HTTPException(400, "Subscriptions are served over websockets at /graphql.")
         label = self._labels(op)
         context.operation_name = label
+        context.operation_type = op.type if op else None
         state = request.scope.setdefault("state", {})
         state["operation_name"] = label  # for the access log
         state["operation_type"] = op.type if op else "unknown"
@@ -478,18 +486,22 @@ class GraphQLView(GraphQL[RequestContext, None]):
             )
         if found is None:
             return await execute()
-        key, body = found
-        services = context.services
-        if body is not None:
-            services.metrics.cache_requests.labels("hit").inc()
-            return EncodedResult(data=None, errors=None, body=body)
-        services.metrics.cache_requests.labels("miss").inc()
-        result = await execute()
-        if type(result) is not ExecutionResult or result.errors or result.data is None:
+        if found.body is not None:
+            context.services.metrics.cache_requests.labels("hit").inc()
+            return EncodedResult(data=None, errors=None, body=found.body)
+
+        async def compute() -> tuple[ExecutionResult, bytes | None]:
+            result = await execute()
+            if type(result) is not ExecutionResult or result.errors or result.data is None:
+                return result, None
+            return result, self.encode_json(process_result(result))
+
+        # A miss or a refresh: one computation per key (server/transport/cache.py).
+        result, body = await fill(context.services, found, compute, ttl)
+        if body is None:
+            assert result is not None
             return result
-        body = self.encode_json(process_result(result))
-        await services.cache.set(key, body, ttl)
-        return EncodedResult(data=result.data, errors=None, body=body)
+        return EncodedResult(data=result.data if result else None, errors=None, body=body)
 
     async def process_result(
         self, request: Request, result: ExecutionResult
