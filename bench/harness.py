@@ -257,6 +257,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     scale.add_argument("--scale-requests", type=int, default=50, help="requests per shape")
     scale.add_argument(
+        "--scale-seconds",
+        type=float,
+        default=30.0,
+        help="at most this long per shape once 5 requests are timed (default %(default)s)",
+    )
+    scale.add_argument(
         "--scale-base",
         type=int,
         default=10_000,

@@ -43,7 +43,7 @@ import orjson
 from bench import scaledata
 from bench.load import LoadSpec, run_load
 from bench.measure import graphql_body, json_headers
-from bench.processes import REPO, Server, log
+from bench.processes import REPO, Server, cpu_seconds, log
 from bench.runs import Failure, Run
 from infra.security import create_access_token
 
@@ -310,8 +310,9 @@ def time_shapes(run: Run, db: ScaleDb, requests: int) -> list[dict[str, Any]]:
                     continue
                 for _ in range(2):
                     _ask(client, query, variables, headers)
-                times = []
-                for _ in range(requests):
+                times: list[float] = []
+                budget = time.monotonic() + run.args.scale_seconds
+                while len(times) < requests and (len(times) < 5 or time.monotonic() < budget):
                     started = time.perf_counter()
                     _ask(client, query, variables, headers)
                     times.append((time.perf_counter() - started) * 1000)
@@ -323,7 +324,7 @@ def time_shapes(run: Run, db: ScaleDb, requests: int) -> list[dict[str, Any]]:
                     "label": shape.label,
                     "median_ms": statistics.median(times),
                     "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
-                    "requests": requests,
+                    "requests": len(times),
                     "total": first["total"],
                     "total_is_exact": first.get("totalIsExact"),
                 }
@@ -347,6 +348,10 @@ def throughput(run: Run, db: ScaleDb) -> dict[str, Any]:
         for seconds in (run.args.warmup, run.args.duration):
             if seconds <= 0:
                 continue
+            # The server's CPU, and that of its PostgreSQL backends (the same host).
+            backends = asyncio.run(_backend_pids(db)) if db.backend == "postgresql" else []
+            pids = server.pids()
+            app_before, db_before = cpu_seconds(pids), cpu_seconds(backends)
             result = run_load(
                 spec,
                 server.url,
@@ -356,16 +361,40 @@ def throughput(run: Run, db: ScaleDb) -> dict[str, Any]:
                 workdir=run.workdir,
                 use_wrk=run.args.wrk,
             )
+            app_cpu, db_cpu = cpu_seconds(pids) - app_before, cpu_seconds(backends) - db_before
     finally:
         run.stop_server(server)
-    row = {"backend": db.backend, "n": db.n, **result.as_dict()}
+    requests = max(1, result.requests)
+    row = {
+        "backend": db.backend,
+        "n": db.n,
+        **result.as_dict(),
+        "app_cpu_us": 1e6 * app_cpu / requests,
+        "db_cpu_us": 1e6 * db_cpu / requests if backends else None,
+        "db_backends": len(backends),
+    }
     log(
         f"scale {db.backend} {db.n:,} page 1 x{run.args.connections}: {result.rps:,.0f} req/s, "
-        f"p99 {result.p99_ms:.1f} ms, errors {result.errors}"
+        f"p99 {result.p99_ms:.1f} ms, errors {result.errors}; CPU a request: server "
+        f"{row['app_cpu_us']:,.0f} µs, PostgreSQL {row['db_cpu_us'] or 0:,.0f} µs"
     )
     if result.errors:
         run.failures.append(Failure(f"scale throughput {db.n}", f"{result.errors} errors"))
     return row
+
+
+async def _backend_pids(db: ScaleDb) -> list[int]:
+    """The PostgreSQL backends serving the service's pool on this database."""
+    conn = await asyncpg.connect(db.url.replace("+asyncpg", ""))
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 "
+            "AND application_name = 'order-service'",
+            db.name,
+        )
+    finally:
+        await conn.close()
+    return [int(r["pid"]) for r in rows]
 
 
 # -- the statements and their plans (PostgreSQL) -----------------------------------------
@@ -640,6 +669,8 @@ def run_scale(run: Run) -> dict[str, Any]:
         "n": args.scale,
         "base": args.scale_base,
         "keyset": has_keyset(),
+        "requests": args.scale_requests,
+        "seconds": args.scale_seconds,
         "load_before": os.getloadavg(),
         "shapes": [],
         "throughput": [],
@@ -689,12 +720,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"this run. Load average before {report['load_before'][0]:.1f}, "
         f"after {report['load_after'][0]:.1f} (2 cores, shared).",
         "",
-        f"Single requests as an ADMIN, read cache off, a fresh one-worker server, "
-        f"{report['shapes'][0]['requests'] if report['shapes'] else 0} requests per shape "
-        "after 3 unmeasured ones (ms, client side):",
+        "Single requests as an ADMIN, read cache off, a fresh one-worker server (20 "
+        "requests of page 1 first), one request at a time: per shape 3 unmeasured, then "
+        f"up to {report.get('requests', 50)} (at least 5, at most "
+        f"{report.get('seconds', 30):.0f} s of them; `n` below), ms, client side:",
         "",
-        f"| query shape | median at {base:,} | p95 | median at {n:,} | p95 | growth | total |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| query shape | median at {base:,} | p95 | median at {n:,} | p95 | n | growth | total |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     by = {(r["n"], r["shape"]): r for r in report["shapes"]}
     for key in dict.fromkeys(r["shape"] for r in report["shapes"]):
@@ -704,6 +736,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [ref["label"]]
         for r in (small, big):
             cells += [_fmt(r["median_ms"]), _fmt(r["p95_ms"])] if r else ["", ""]
+        cells.append(str(big["requests"]) if big else "")
         growth = f"{big['median_ms'] / small['median_ms']:.1f}x" if small and big else ""
         exact = "" if not big or big.get("total_is_exact") in (None, True) else " (estimate)"
         cells += [growth, f"{big['total']:,}{exact}" if big else ""]
@@ -714,13 +747,15 @@ def markdown(report: dict[str, Any]) -> str:
             "Cold page 1 (no filter, as the admin) under "
             f"{report['throughput'][0].get('connections', 32)} connections:",
             "",
-            "| orders | req/s | p50 ms | p99 ms | errors |",
-            "| ---: | ---: | ---: | ---: | ---: |",
+            "| orders | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
+            "| PostgreSQL CPU µs/req |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for t in report["throughput"]:
+            pg = f"{t['db_cpu_us']:,.0f}" if t.get("db_cpu_us") is not None else ""
             out.append(
                 f"| {t['n']:,} | {t['rps']:,.0f} | {t['p50_ms']:.1f} | {t['p99_ms']:.1f} "
-                f"| {t['errors']} |"
+                f"| {t['errors']} | {t.get('app_cpu_us', 0):,.0f} | {pg} |"
             )
         if len(report["throughput"]) == 2:
             a, b = report["throughput"]
@@ -751,8 +786,15 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", "## Plans: `EXPLAIN (ANALYZE, BUFFERS)` of each shape's statements", ""]
         out.append(
             "Each statement as the service ran it (recorded in process, with its arguments), "
-            "after two runs of the shape."
+            "after two runs of the shape. The database's own time for each:"
         )
+        out += ["", "| query shape | statements | execution ms (sum) | buffers hit / read |"]
+        out.append("| --- | ---: | ---: | ---: |")
+        for plans in _by_shape(report["explain"]).values():
+            ms = sum(_execution_ms(e["plan"]) for e in plans)
+            hit = sum(_buffers(e["plan"], "hit") for e in plans)
+            read = sum(_buffers(e["plan"], "read") for e in plans)
+            out.append(f"| {plans[0]['label']} | {len(plans)} | {ms:,.2f} | {hit:,} / {read:,} |")
         for e in report["explain"]:
             out += [
                 "",
@@ -769,6 +811,24 @@ def markdown(report: dict[str, Any]) -> str:
                 "```",
             ]
     return "\n".join(out) + "\n"
+
+
+def _by_shape(explains: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in explains:
+        out.setdefault(e["shape"], []).append(e)
+    return out
+
+
+def _execution_ms(plan: str) -> float:
+    found = re.search(r"Execution Time: ([0-9.]+) ms", plan)
+    return float(found.group(1)) if found else 0.0
+
+
+def _buffers(plan: str, kind: str) -> int:
+    """Shared buffers `kind` ("hit", "read") of the plan's top node."""
+    found = re.search(rf"Buffers: shared[^\n]*?\b{kind}=(\d+)", plan)
+    return int(found.group(1)) if found else 0
 
 
 def write_report(out: Path, report: dict[str, Any]) -> list[Path]:
