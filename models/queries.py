@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     bindparam,
     func,
     literal_column,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -366,9 +368,37 @@ class OrderFilter:
         }
 
 
-def _conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
-    """The conditions of a filter shape on the orders `o`."""
-    by_user, by_status, by_q, by_id, by_email, since, until, _ = shape
+# A text search counts its matches up to this many; past it, the total is not exact.
+SEARCH_COUNT_CAP = 10_000
+
+# Each sort's first key and whether it runs newest (largest) first; ties break by id,
+# newest first, in every sort.
+SORT_KEYS: dict[OrderSort, tuple[str, bool]] = {
+    OrderSort.NEWEST: ("created_at", True),
+    OrderSort.OLDEST: ("created_at", False),
+    OrderSort.RECENTLY_UPDATED: ("updated_at", True),
+    OrderSort.AMOUNT_HIGH: ("amount_cents", True),
+    OrderSort.AMOUNT_LOW: ("amount_cents", False),
+}
+
+
+def sort_key(order: OrderRow, sort: OrderSort) -> datetime | int:
+    """The value of `sort`'s first key on `order` (what a keyset page starts after)."""
+    value: datetime | int = getattr(order, SORT_KEYS[sort][0])
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """A keyset page starts right after the order with this sort key and id."""
+
+    key: datetime | int
+    id: int
+
+
+def _base_conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
+    """The conditions of a filter shape on the orders `o`, but for its text search."""
+    by_user, by_status, _, _, _, since, until, _ = shape
     conditions: list[Any] = []
     if by_user:
         conditions.append(o.c.user_id == _p("user_id"))
@@ -378,74 +408,194 @@ def _conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
         conditions.append(o.c.created_at >= bindparam("created_from", type_=DateTime(True)))
     if until:
         conditions.append(o.c.created_at < bindparam("created_to", type_=DateTime(True)))
-    if by_q:
-        line = order_lines.alias("l")
-        matches = [
-            select(1)
-            .where(line.c.order_id == o.c.id)
-            .where(func.lower(line.c.sku).like(_p("pattern"), escape="\\"))
-            .exists()
-        ]
-        if by_id:
-            matches.append(o.c.id == _p("order_id"))
-        if by_email:
-            u = users.alias("u")
-            emails = select(u.c.id).where(func.lower(u.c.email).like(_p("pattern"), escape="\\"))
-            matches.append(o.c.user_id.in_(emails))
-        conditions.append(or_(*matches))
     return conditions
+
+
+def _search_arms(o: Any, shape: tuple[Any, ...]) -> list[Any]:
+    """What a text search matches, one condition per way of matching (any one will do).
+
+    SKUs are matched in the catalog (products: small) first, then the orders having lines
+    with those SKUs through `ix_order_lines_sku_order`: the same orders as matching the
+    lines' SKUs themselves, since a line's SKU is always a catalog SKU (createOrder prices
+    every line from the catalog; products are never deleted). Emails: the users matching
+    first (a trigram index on PostgreSQL), then their orders (`ix_orders_user_created`)."""
+    _, _, _, by_id, by_email, _, _, _ = shape
+    line, product = order_lines.alias("l"), product_table.alias("sp")
+    skus = select(product.c.sku).where(func.lower(product.c.sku).like(_p("pattern"), escape="\\"))
+    arms = [select(1).where(line.c.order_id == o.c.id, line.c.sku.in_(skus)).exists()]
+    if by_id:
+        arms.append(o.c.id == _p("order_id"))
+    if by_email:
+        u = users.alias("u")
+        emails = select(u.c.id).where(func.lower(u.c.email).like(_p("pattern"), escape="\\"))
+        arms.append(o.c.user_id.in_(emails))
+    return arms
+
+
+def _conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
+    """The conditions of a filter shape on the orders `o` (the search arms OR-ed)."""
+    conditions = _base_conditions(o, shape)
+    if shape[2]:
+        conditions.append(or_(*_search_arms(o, shape)))
+    return conditions
+
+
+def _after(c: Any, sort: OrderSort) -> Any:
+    """Orders after the keyset `after_key`, `after_id` in `sort`: a range of the sort's
+    index (the first key bounds it; only ties of that key look at the id)."""
+    name, descending = SORT_KEYS[sort]
+    column = c[name]
+    key = bindparam("after_key", type_=Integer if name == "amount_cents" else DateTime(True))
+    after_id = bindparam("after_id", type_=Integer)
+    if descending:
+        return and_(column <= key, or_(column < key, c.id < after_id))
+    return and_(column >= key, or_(column > key, c.id < after_id))
 
 
 def _sort_keys(c: Any, sort: OrderSort) -> list[Any]:
     """ORDER BY of a sort on the columns `c` (a table's or a subquery's); ties break by
     id, newest first, so pages never overlap."""
-    first = {
-        OrderSort.NEWEST: c.created_at.desc(),
-        OrderSort.OLDEST: c.created_at.asc(),
-        OrderSort.RECENTLY_UPDATED: c.updated_at.desc(),
-        OrderSort.AMOUNT_HIGH: c.amount_cents.desc(),
-        OrderSort.AMOUNT_LOW: c.amount_cents.asc(),
-    }[sort]
+    name, descending = SORT_KEYS[sort]
+    first = c[name].desc() if descending else c[name].asc()
     return [first, c.id.desc()]
+
+
+def _counted(table: Any, *conditions: Any) -> Any:
+    return select(func.coalesce(func.sum(table.c.orders), 0).cast(BigInteger)).where(*conditions)
+
+
+def _total(d: Dialect, shape: tuple[Any, ...]) -> Any:
+    """The total of a filter shape, as a scalar (see `read_page`)."""
+    by_user, by_status, by_q, _, _, since, until, _ = shape
+    if by_q:
+        # Each way of matching counts at most one past the cap; the union, what is found.
+        o = orders.alias("o")
+        base = _base_conditions(o, shape)
+        cap = literal_column(str(SEARCH_COUNT_CAP + 1), Integer)
+        arms = [select(o.c.id).where(*base, arm).limit(cap) for arm in _search_arms(o, shape)]
+        if len(arms) == 1:
+            found = arms[0].subquery("f")
+        else:
+            parts = [a.subquery(f"f{i}") for i, a in enumerate(arms)]
+            found = union(*(select(part.c.id) for part in parts)).subquery("f")
+        return select(func.count()).select_from(found).scalar_subquery()
+    if by_user and not (since or until):
+        # A user's own orders: their counts (one row per status).
+        counts = table_of(tables.UserOrderCount)
+        where = [counts.c.user_id == _p("user_id")]
+        if by_status:
+            where.append(counts.c.status == _p("status"))
+        return _counted(counts, *where).scalar_subquery()
+    if by_user:
+        # A user's orders in a date range: bounded by the user's orders (an index range).
+        o = orders.alias("o")
+        return (
+            select(func.count()).select_from(o).where(*_base_conditions(o, shape)).scalar_subquery()
+        )
+    if since or until:
+        # Whole UTC days from order_day_stats, the partial days at either end from the
+        # orders (index ranges of at most a day each).
+        stats = table_of(tables.OrderDayStats)
+        day_type: Any = Date() if d.is_postgres else String()
+        where = [
+            stats.c.day >= bindparam("first_day", type_=day_type),
+            stats.c.day < bindparam("end_day", type_=day_type),
+        ]
+        if by_status:
+            where.append(stats.c.status == _p("status"))
+        whole = _counted(stats, *where).scalar_subquery()
+
+        def edge(start: str, end: str) -> Any:
+            o = orders.alias(f"e_{start}")
+            where = [
+                o.c.created_at >= bindparam(start, type_=DateTime(True)),
+                o.c.created_at < bindparam(end, type_=DateTime(True)),
+            ]
+            if by_status:
+                where.append(o.c.status == _p("status"))
+            return select(func.count()).select_from(o).where(*where).scalar_subquery()
+
+        return whole + edge("head_from", "head_to") + edge("tail_from", "tail_to")
+    counts = table_of(tables.OrderStatusCount)
+    return _counted(
+        counts, *([counts.c.status == _p("status")] if by_status else [])
+    ).scalar_subquery()
 
 
 @dataclass(slots=True)
 class PageRead:
-    """A page of orders with what came along in the same statement."""
+    """A page of orders with what came along in the same statement. `exact`: the total
+    is the number of matching orders (a text search's is not, past SEARCH_COUNT_CAP).
+    `more`: an order follows the page's last."""
 
     total: int
     orders: list[OrderRow]
     lines: list[LineRow]
     owners: list[UserRow]
+    exact: bool = True
+    more: bool = False
 
 
-def page_statement(where: OrderFilter, *, with_lines: bool, with_owners: bool) -> Statement:
+def page_statement(
+    where: OrderFilter, *, with_lines: bool, with_owners: bool, keyset: bool = False
+) -> Statement:
     """The statement `read_page` runs for this filter (its parameters: `where.params()`,
-    `limit` and `offset`)."""
-    return _page_read_statement(where.shape(), with_lines, with_owners)
+    `limit`, `offset` and `reach`; `after_key`, `after_id` with `keyset`; `first_day`,
+    `end_day`, `head_*`, `tail_*` with a date range: see `read_page`)."""
+    return _page_read_statement((*where.shape(), keyset), with_lines, with_owners)
 
 
 # Result columns of a page row: the table's alias, then the column (`p_id`, `l_sku`).
 PAGE, LINES, OWNERS = "p_", "l_", "u_"
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=256)
 def _page_read_statement(shape: tuple[Any, ...], with_lines: bool, with_owners: bool) -> Statement:
-    sort = shape[-1]
+    filter_shape, keyset = shape[:-1], shape[-1]
+    sort = filter_shape[-1]
 
     def build(d: Dialect) -> Any:
+        count = select(_total(d, filter_shape).label("total")).subquery("t")
         o = orders.alias("o")
-        count = (
-            select(func.count().label("total")).select_from(o).where(*_conditions(o, shape))
-        ).subquery("t")
-        page = (
-            select(*(o.c[c.key] for c in ORDER))
-            .where(*_conditions(o, shape))
-            .order_by(*_sort_keys(o.c, sort))
-            # An offset past 2**31 (a page far beyond the last) is a page with no rows.
-            .limit(bindparam("limit", type_=BigInteger))
-            .offset(bindparam("offset", type_=BigInteger))
-        ).subquery("p")
+        base = _base_conditions(o, filter_shape)
+        if keyset:
+            base.append(_after(o.c, sort))
+        columns = [o.c[c.key] for c in ORDER]
+        # An offset past 2**31 (a page far beyond the last) is a page with no rows.
+        limit = bindparam("limit", type_=BigInteger)
+        offset = bindparam("offset", type_=BigInteger)
+        if not filter_shape[2]:
+            page = (
+                select(*columns)
+                .where(*base)
+                .order_by(*_sort_keys(o.c, sort))
+                .limit(limit)
+                .offset(offset)
+                .subquery("p")
+            )
+        else:
+            # A search: each way of matching reads its first `reach` (offset + limit)
+            # orders in the sort's order through its own index; the page comes from
+            # their union. One OR over the ways would read in one order for all of them.
+            reach = bindparam("reach", type_=BigInteger)
+            arms = [
+                select(*columns)
+                .where(*base, arm)
+                .order_by(*_sort_keys(o.c, sort))
+                .limit(reach)
+                .subquery(f"a{i}")
+                for i, arm in enumerate(_search_arms(o, filter_shape))
+            ]
+            found = (
+                arms[0] if len(arms) == 1 else union(*(select(*a.c) for a in arms)).subquery("m")
+            )
+            page = (
+                select(*found.c)
+                .order_by(*_sort_keys(found.c, sort))
+                .limit(limit)
+                .offset(offset)
+                .subquery("p")
+            )
         selected: list[Any] = [count.c.total, *page.c]
         joined = count.outerjoin(page, true())
         order_by = _sort_keys(page.c, sort)
@@ -468,6 +618,29 @@ def _page_read_statement(shape: tuple[Any, ...], with_lines: bool, with_owners: 
     return Statement(build)
 
 
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def day_split(
+    start: datetime | None, end: datetime | None
+) -> tuple[date, date, tuple[datetime, datetime], tuple[datetime, datetime]]:
+    """[start, end) (open ends: all time) as whole UTC days [first_day, end_day) and the
+    partial days before and after them (empty ranges when there are none)."""
+    start, end = start or _EARLIEST, end or _LATEST
+    last = end.date()
+    if start.date() >= last:  # no whole day inside: all of it from the orders
+        return last, last, (start, end), (end, end)
+    first = start.date() if start == _midnight(start.date()) else start.date() + timedelta(1)
+    if first >= last:
+        return last, last, (start, end), (end, end)
+    return first, last, (start, _midnight(first)), (_midnight(last), end)
+
+
 async def read_page(
     conn: Connection,
     where: OrderFilter,
@@ -476,35 +649,74 @@ async def read_page(
     offset: int,
     with_lines: bool,
     with_owners: bool,
+    after: Keyset | None = None,
 ) -> PageRead:
-    """The count, a page (in the filter's sort, ties broken by id so pages never overlap) and,
-    if asked, the page's lines and owners: one statement, one round trip, where the
-    four reads cost four."""
-    stmt = page_statement(where, with_lines=with_lines, with_owners=with_owners)
+    """The total, a page (in the filter's sort, ties broken by id so pages never overlap;
+    with `after`, the orders right after that one, `offset` orders on) and, if asked, the
+    page's lines and owners: one statement, one round trip, where the four reads cost
+    four. The total never counts the orders but for a text search (up to
+    SEARCH_COUNT_CAP), a user's date range, or the partial days at the ends of a range:
+    counts kept by triggers hold the rest (migration 0005_orders_at_scale)."""
+    stmt = page_statement(
+        where, with_lines=with_lines, with_owners=with_owners, keyset=after is not None
+    )
     compiled = stmt.compiled(conn.dialect)
-    rows = await conn.fetch(stmt, **where.params(), limit=limit, offset=offset)
+    params = where.params()
+    if after is not None:
+        params.update(after_key=after.key, after_id=after.id)
+    if where.created_from is not None or where.created_to is not None:
+        first_day, end_day, head, tail = day_split(where.created_from, where.created_to)
+        days: tuple[Any, Any] = (first_day, end_day)
+        if not conn.dialect.is_postgres:
+            days = (first_day.isoformat(), end_day.isoformat())
+        params.update(
+            first_day=days[0],
+            end_day=days[1],
+            head_from=head[0],
+            head_to=head[1],
+            tail_from=tail[0],
+            tail_to=tail[1],
+        )
+    # One order more than the page: whether another follows it.
+    rows = await conn.fetch(
+        stmt, **params, limit=limit + 1, offset=offset, reach=offset + limit + 1
+    )
     total_at, order_at = compiled.index("t_total"), compiled.index(PAGE + "id")
-    read = PageRead(total=int(rows[0][total_at]) if rows else 0, orders=[], lines=[], owners=[])
+    total = int(rows[0][total_at]) if rows else 0
+    read = PageRead(
+        total=total,
+        orders=[],
+        lines=[],
+        owners=[],
+        exact=where.pattern is None or total <= SEARCH_COUNT_CAP,
+    )
     read_order = compiled.reader(OrderRow, PAGE)
     seen_orders: set[int] = set()
     for row in rows:
         order_id = row[order_at]
-        if order_id is None:  # no orders on this page: the count's row alone
+        if order_id is None or order_id in seen_orders:  # the count's row alone, or a line
             continue
-        if order_id not in seen_orders:
-            seen_orders.add(order_id)
-            read.orders.append(read_order(row))
+        if len(seen_orders) == limit:
+            read.more = True
+            break
+        seen_orders.add(order_id)
+        read.orders.append(read_order(row))
     if with_lines:
         line_at, read_line = compiled.index(LINES + "id"), compiled.reader(LineRow, LINES)
-        read.lines = [read_line(row) for row in rows if row[line_at] is not None]
+        read.lines = [
+            read_line(row)
+            for row in rows
+            if row[line_at] is not None and row[order_at] in seen_orders
+        ]
     if with_owners:
         owner_at, read_owner = compiled.index(OWNERS + "id"), compiled.reader(UserRow, OWNERS)
         seen_owners: set[int] = set()
         for row in rows:
             owner_id = row[owner_at]
-            if owner_id is not None and owner_id not in seen_owners:
-                seen_owners.add(owner_id)
-                read.owners.append(read_owner(row))
+            if owner_id is None or owner_id in seen_owners or row[order_at] not in seen_orders:
+                continue
+            seen_owners.add(owner_id)
+            read.owners.append(read_owner(row))
     return read
 
 

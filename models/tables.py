@@ -53,6 +53,10 @@ class Order(SQLModel, table=True):
         # The back office's sorts (migration 0003_back_office).
         Index("ix_orders_updated", "updated_at", "id"),
         Index("ix_orders_amount", "amount_cents", "id"),
+        # Sorts whose tie-break runs the other way (migration 0005_orders_at_scale):
+        # OLDEST and AMOUNT_LOW are ascending, ties newest first.
+        Index("ix_orders_oldest", "created_at", text("id DESC")),
+        Index("ix_orders_amount_low", "amount_cents", text("id DESC")),
     )
 
     id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
@@ -68,7 +72,11 @@ class Order(SQLModel, table=True):
 
 class OrderLine(SQLModel, table=True):
     __tablename__ = "order_lines"
-    __table_args__ = (Index("ix_order_lines_order", "order_id"), Index("ix_order_lines_sku", "sku"))
+    __table_args__ = (
+        Index("ix_order_lines_order", "order_id"),
+        # A SKU search: the orders having lines with these SKUs (0005_orders_at_scale).
+        Index("ix_order_lines_sku_order", "sku", "order_id"),
+    )
 
     id: int = Field(default=None, primary_key=True)  # None until the insert assigns it
     order_id: int = Field(foreign_key="orders.id", ondelete="CASCADE")
@@ -151,6 +159,29 @@ class OrderDayStats(SQLModel, table=True):
     shard: int = Field(primary_key=True)
     orders: int
     amount_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class OrderStatusCount(SQLModel, table=True):
+    """How many orders have each status, kept by triggers on `orders` (migration
+    0005_orders_at_scale) in the writing transaction: the unfiltered and per-status totals
+    of the orders list sum at most a few dozen rows. Sharded like order_day_stats."""
+
+    __tablename__ = "order_status_counts"
+
+    status: str = Field(primary_key=True, max_length=16)
+    shard: int = Field(primary_key=True)
+    orders: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class UserOrderCount(SQLModel, table=True):
+    """How many orders each user has per status, kept by the same triggers: the total of
+    "my orders" (and of my orders with a status) is one or a few rows."""
+
+    __tablename__ = "user_order_counts"
+
+    user_id: int = Field(primary_key=True)
+    status: str = Field(primary_key=True, max_length=16)
+    orders: int
 
 
 class WebhookDelivery(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
@@ -70,6 +71,8 @@ class OrderPage:
     total: int
     page: int
     limit: int
+    next_cursor: str | None = None
+    total_is_exact: bool = True
 
     @property
     def pages(self) -> int:
@@ -305,6 +308,67 @@ def check_range(
         errors.add(fields[1], f"must not be before {fields[0]}")
 
 
+def _filter_digest(where: queries.OrderFilter) -> str:
+    """What a cursor was made for: the filter (the caller's scope included) and sort."""
+    spelled = [
+        where.user_id,
+        where.status,
+        where.pattern,
+        where.order_id,
+        where.match_emails,
+        where.created_from.isoformat() if where.created_from else None,
+        where.created_to.isoformat() if where.created_to else None,
+        where.sort,
+    ]
+    return hashlib.sha256(orjson.dumps(spelled)).hexdigest()[:16]
+
+
+def encode_cursor(where: queries.OrderFilter, order: OrderRow) -> str:
+    """An opaque cursor: the order's sort key and id, and the digest of the filter."""
+    key = queries.sort_key(order, OrderSort(where.sort))
+    spelled = key.isoformat() if isinstance(key, datetime) else key
+    raw = orjson.dumps([spelled, order.id, _filter_digest(where)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(
+    where: queries.OrderFilter, cursor: str, errors: FieldErrors
+) -> queries.Keyset | None:
+    """The keyset a cursor names; an input error (`after`) when it is not one of ours or
+    was made for another filter or sort."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key, order_id, digest = orjson.loads(raw)
+    except (ValueError, TypeError):  # bad base64, bad JSON, not three items
+        errors.add("after", "is not a cursor of this list")
+        return None
+    if digest != _filter_digest(where):
+        errors.add("after", "was given for another filter or sort: start from page 1")
+        return None
+    by_amount = queries.SORT_KEYS[OrderSort(where.sort)][0] == "amount_cents"
+    if (
+        not isinstance(order_id, int)
+        or isinstance(order_id, bool)
+        or as_order_id(order_id) is None
+        or (by_amount and (not isinstance(key, int) or isinstance(key, bool)))
+        or (by_amount and not -MAX_INT32 <= key <= MAX_INT32)
+        or (not by_amount and not isinstance(key, str))
+    ):
+        errors.add("after", "is not a cursor of this list")
+        return None
+    if by_amount:
+        return queries.Keyset(key=key, id=order_id)
+    try:
+        at = datetime.fromisoformat(key)
+    except ValueError:
+        errors.add("after", "is not a cursor of this list")
+        return None
+    if at.tzinfo is None:
+        errors.add("after", "is not a cursor of this list")
+        return None
+    return queries.Keyset(key=at.astimezone(UTC), id=order_id)
+
+
 @tracing.use_case("orders.list")
 async def list_orders(
     ctx: RequestContext,
@@ -317,10 +381,14 @@ async def list_orders(
     sort: OrderSort = OrderSort.NEWEST,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
+    after: str | None = None,
 ) -> OrderPage:
+    """A page of orders. `after` (a `next_cursor` of an earlier page of the same filter
+    and sort) starts the page right after that order, at any depth for the cost of page
+    1 (`page` is then ignored)."""
     user = await ctx.require_user()
     errors = FieldErrors()
-    if page < 1:
+    if page < 1 and after is None:
         errors.add("page", "must be 1 or more")
     if not 1 <= limit <= MAX_LIMIT:
         errors.add("limit", f"must be between 1 and {MAX_LIMIT}")
@@ -343,6 +411,8 @@ async def list_orders(
         created_to=created_to,
         sort=OrderSort(sort).value,
     )
+    keyset = decode_cursor(where, after, errors) if after is not None else None
+    errors.raise_if_any()
     # A USER's orders are all the caller's own: no owner to read.
     with_owners = include.user and is_admin
     async with ctx.services.db.connect() as conn:
@@ -350,9 +420,10 @@ async def list_orders(
             conn,
             where,
             limit=limit,
-            offset=(page - 1) * limit,
+            offset=0 if keyset is not None else (page - 1) * limit,
             with_lines=include.lines,
             with_owners=with_owners,
+            after=keyset,
         )
         views = [OrderView(order=o) for o in read.orders]
         by_id = {v.order.id: v for v in views}
@@ -364,7 +435,15 @@ async def list_orders(
                 v.user = owners.get(v.order.user_id)
         if include.payment and views:
             await _attach_payments(conn, by_id)
-    return OrderPage(items=views, total=read.total, page=page, limit=limit)
+    next_cursor = encode_cursor(where, read.orders[-1]) if read.more else None
+    return OrderPage(
+        items=views,
+        total=read.total,
+        page=page,
+        limit=limit,
+        next_cursor=next_cursor,
+        total_is_exact=read.exact,
+    )
 
 
 @dataclass(frozen=True, slots=True)

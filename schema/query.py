@@ -43,7 +43,9 @@ class Query:
     @strawberry.field(
         description="Your orders (an admin sees all), newest first unless `sort` says "
         "otherwise (ties by id, newest first). `q` matches an order id, a SKU, or for an "
-        "admin the owner's email. `createdFrom` is inclusive, `createdTo` exclusive."
+        "admin the owner's email. `createdFrom` is inclusive, `createdTo` exclusive. "
+        "`after` (a `nextCursor` of the same filter and sort) starts the page right after "
+        "that order, at any depth; `page` is then ignored."
     )
     async def orders(
         self,
@@ -55,6 +57,7 @@ class Query:
         sort: OrderSort | None = OrderSort.NEWEST,
         created_from: datetime | None = None,
         created_to: datetime | None = None,
+        after: str | None = None,
     ) -> OrderPage:
         result = await orders.list_orders(
             info.context,
@@ -66,6 +69,7 @@ class Query:
             sort=sort or OrderSort.NEWEST,
             created_from=created_from,
             created_to=created_to,
+            after=after,
         )
         return OrderPage.of(result)
 

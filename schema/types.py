@@ -147,6 +147,14 @@ class OrderPage:
     page: int
     limit: int
     pages: int
+    next_cursor: str | None = strawberry.field(
+        description="Pass as `after` for the page that follows (same filter and sort); "
+        "null on the last page."
+    )
+    total_is_exact: bool = strawberry.field(
+        description="False when `total` (and `pages`) is an estimate: a text search with "
+        "more than 10,000 matches."
+    )
 
     @classmethod
     def of(cls, result: OrderPageResult) -> OrderPage:
@@ -156,6 +164,8 @@ class OrderPage:
             page=result.page,
             limit=result.limit,
             pages=result.pages,
+            next_cursor=result.next_cursor,
+            total_is_exact=result.total_is_exact,
         )
 
 

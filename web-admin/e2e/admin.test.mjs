@@ -130,6 +130,26 @@ describe('admin UI', { timeout: 100_000 }, () => {
     assert.equal(await page.getByRole('button', { name: 'Page 2', exact: true }).getAttribute('aria-current'), 'page');
     assert.match(await page.getByTestId('orders-summary').innerText(), /Showing 11–\d+ of/);
     assert.ok(second.length > 0);
+    // "Next" follows page 2's nextCursor (`after`): page 3, as its number would give it.
+    /** @type {Record<string, unknown>[]} */
+    const sent = [];
+    /** @param {import('playwright-core').Request} r */
+    const onRequest = (r) => {
+      const body = r.method() === 'POST' && r.url().endsWith('/graphql') ? r.postDataJSON() : null;
+      if (body && body.operationName === 'AdminOrders') sent.push(body.variables);
+    };
+    page.on('request', onRequest);
+    const secondIds = second.map((r) => r.id);
+    await page.getByRole('button', { name: 'Next page' }).click();
+    const third = await rowsWhere(page, (l) => l.length > 0 && !l.some((r) => secondIds.includes(r.id)), 'page 3 rows');
+    page.off('request', onRequest);
+    assert.equal(await page.getByRole('button', { name: 'Page 3', exact: true }).getAttribute('aria-current'), 'page');
+    assert.ok(sent.some((v) => v.page === 3 && typeof v.after === 'string' && v.after.length > 0), 'Next sent a cursor');
+    await page.getByRole('button', { name: 'Page 1', exact: true }).click();
+    await page.getByRole('button', { name: 'Page 3', exact: true }).click();
+    await rowsWhere(page, (l) => l.map((r) => r.id).join() === third.map((r) => r.id).join(), 'page 3 by number, the same rows');
+    await page.getByRole('button', { name: 'Page 2', exact: true }).click();
+    await rowsWhere(page, (l) => l.map((r) => r.id).join() === secondIds.join(), 'page 2 again');
     // Page size: 25 per page.
     await page.getByLabel('Per page').selectOption('25');
     await rowsWhere(page, (l) => l.length > 10, '25 rows per page');

@@ -44,8 +44,14 @@ export function OrdersPage() {
   }, [q]);
   useEffect(() => writeListParams(params), [params]);
 
+  // "Next" follows the page's nextCursor (a keyset page: page 5,000 costs what page 1
+  // costs); the cursor holds only for the list and the page it was given for.
+  const listKey = JSON.stringify({ ...listVariables(params), page: null });
+  const [cursor, setCursor] = useState<{ key: string; page: number; after: string } | null>(null);
+  const after = cursor && cursor.key === listKey && cursor.page === params.page ? cursor.after : null;
+
   const { data, previousData, error, networkStatus, refetch } = useQuery(ORDERS, {
-    variables: listVariables(params),
+    variables: { ...listVariables(params), after },
     fetchPolicy: 'cache-and-network',
     nextFetchPolicy: 'cache-first',
     notifyOnNetworkStatusChange: true,
@@ -104,6 +110,12 @@ export function OrdersPage() {
     if (showsNew) setUnseen(0);
   }, [showsNew]);
 
+  const nextCursor = data?.orders.nextCursor ?? null;
+  const onNext = () => {
+    if (nextCursor) setCursor({ key: listKey, page: params.page + 1, after: nextCursor });
+    setParams((p) => ({ ...p, page: p.page + 1 }));
+  };
+
   const from = result && result.total ? (result.page - 1) * result.limit + 1 : 0;
   const to = result ? Math.min(result.page * result.limit, result.total) : 0;
   const filtered = Boolean(params.q || params.status || params.from || params.to || params.customer);
@@ -114,7 +126,7 @@ export function OrdersPage() {
         <div>
           <h1 className="text-2xl font-semibold tracking-tight text-slate-900">Orders</h1>
           <p className="mt-1 text-sm text-slate-500" aria-live="polite" data-testid="orders-summary">
-            {result ? (result.total ? `Showing ${from}–${to} of ${result.total}` : 'No orders to show') : 'Loading orders…'}
+            {result ? (result.total ? `Showing ${from}–${to} of ${result.totalIsExact ? '' : 'about '}${result.total}` : 'No orders to show') : 'Loading orders…'}
           </p>
         </div>
         <button
@@ -286,7 +298,7 @@ export function OrdersPage() {
           <p className="text-sm text-slate-500">
             Page <span className="font-medium text-slate-700">{result.page}</span> of <span className="font-medium text-slate-700">{result.pages}</span>
           </p>
-          <Pagination page={params.page} pages={result.pages} onPage={(page) => setParams((p) => ({ ...p, page }))} />
+          <Pagination page={params.page} pages={result.pages} onPage={(page) => setParams((p) => ({ ...p, page }))} onNext={onNext} />
         </div>
       )}
 

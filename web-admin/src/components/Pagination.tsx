@@ -2,6 +2,8 @@ interface Props {
   page: number;
   pages: number;
   onPage: (page: number) => void;
+  /** "Next" when the page has a cursor for the one after it (keyset: any depth costs page 1). */
+  onNext?: () => void;
 }
 
 /** 1 … 4 5 6 … 12: first, last, and the current page's neighbours. */
@@ -22,7 +24,7 @@ export function pageList(page: number, pages: number): (number | 'gap')[] {
 const BTN =
   'inline-flex h-9 min-w-9 items-center justify-center rounded-md px-2.5 text-sm font-medium focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-indigo-600 disabled:cursor-not-allowed disabled:opacity-40';
 
-export function Pagination({ page, pages, onPage }: Props) {
+export function Pagination({ page, pages, onPage, onNext }: Props) {
   if (pages <= 1) return null;
   return (
     <nav aria-label="Pagination" className="flex flex-wrap items-center gap-1">
@@ -48,7 +50,7 @@ export function Pagination({ page, pages, onPage }: Props) {
           </button>
         ),
       )}
-      <button type="button" className={`${BTN} text-slate-700 hover:bg-slate-100`} disabled={page >= pages} onClick={() => onPage(page + 1)} aria-label="Next page">
+      <button type="button" className={`${BTN} text-slate-700 hover:bg-slate-100`} disabled={page >= pages} onClick={() => (onNext ? onNext() : onPage(page + 1))} aria-label="Next page">
         <span className="mr-1 hidden sm:inline">Next</span>
         <span aria-hidden="true">›</span>
       </button>

@@ -79,8 +79,18 @@ export const ORDERS: TypedDocumentNode<OrdersData, OrdersVars> = gql`
     $sort: OrderSort
     $createdFrom: DateTime
     $createdTo: DateTime
+    $after: String
   ) {
-    orders(status: $status, q: $q, page: $page, limit: $limit, sort: $sort, createdFrom: $createdFrom, createdTo: $createdTo) {
+    orders(
+      status: $status
+      q: $q
+      page: $page
+      limit: $limit
+      sort: $sort
+      createdFrom: $createdFrom
+      createdTo: $createdTo
+      after: $after
+    ) {
       items {
         ...OrderFields
       }
@@ -88,6 +98,8 @@ export const ORDERS: TypedDocumentNode<OrdersData, OrdersVars> = gql`
       page
       limit
       pages
+      nextCursor
+      totalIsExact
     }
   }
   ${ORDER_FIELDS}

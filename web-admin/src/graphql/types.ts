@@ -50,6 +50,8 @@ export interface OrderPage {
   page: number;
   limit: number;
   pages: number;
+  nextCursor: string | null;
+  totalIsExact: boolean;
 }
 
 export interface OrderStatusEvent {
@@ -105,6 +107,7 @@ export interface OrdersVars {
   sort?: 'NEWEST' | 'OLDEST' | 'RECENTLY_UPDATED' | 'AMOUNT_HIGH' | 'AMOUNT_LOW' | null;
   createdFrom?: DateTime | null;
   createdTo?: DateTime | null;
+  after?: string | null;
 }
 
 export interface OrderData {
