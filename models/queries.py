@@ -11,7 +11,7 @@ and all, without reading it again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    false,
     func,
     literal_column,
     null,
@@ -334,7 +335,9 @@ class OrderFilter:
     """Which orders a listing covers, and in what order. `pattern` is a LIKE pattern for
     `q` (lower case, escaped with backslashes); it matches a SKU of the order, or with
     `match_emails` the owner's email; `order_id` is the order `q` names, if it names one.
-    `created_from` is inclusive, `created_to` exclusive. `sort` is an `OrderSort` name."""
+    `created_from` is inclusive, `created_to` exclusive. `sort` is an `OrderSort` name.
+    `skus`: the catalog's SKUs that `pattern` matches (`read_page` looks them up when they
+    are not given)."""
 
     user_id: int | None = None
     status: str | None = None
@@ -344,6 +347,7 @@ class OrderFilter:
     created_from: datetime | None = None
     created_to: datetime | None = None
     sort: str = OrderSort.NEWEST.value
+    skus: tuple[str, ...] | None = None
 
     def shape(self) -> tuple[Any, ...]:
         return (
@@ -354,6 +358,7 @@ class OrderFilter:
             self.match_emails and self.pattern is not None,
             self.created_from is not None,
             self.created_to is not None,
+            bool(self.skus) and self.pattern is not None,
             OrderSort(self.sort),
         )
 
@@ -365,6 +370,7 @@ class OrderFilter:
             "order_id": self.order_id,
             "created_from": self.created_from,
             "created_to": self.created_to,
+            "skus": list(self.skus or ()),
         }
 
 
@@ -398,7 +404,7 @@ class Keyset:
 
 def _base_conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
     """The conditions of a filter shape on the orders `o`, but for its text search."""
-    by_user, by_status, _, _, _, since, until, _ = shape
+    by_user, by_status, _, _, _, since, until, _, _ = shape
     conditions: list[Any] = []
     if by_user:
         conditions.append(o.c.user_id == _p("user_id"))
@@ -411,33 +417,30 @@ def _base_conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
     return conditions
 
 
-def _search_arms(o: Any, shape: tuple[Any, ...]) -> list[Any]:
+def _search_arms(d: Dialect, o: Any, shape: tuple[Any, ...]) -> list[Any]:
     """What a text search matches, one condition per way of matching (any one will do).
 
-    SKUs are matched in the catalog (products: small) first, then the orders having lines
-    with those SKUs through `ix_order_lines_sku_order`: the same orders as matching the
-    lines' SKUs themselves, since a line's SKU is always a catalog SKU (createOrder prices
-    every line from the catalog; products are never deleted). Emails: the users matching
-    first (a trigram index on PostgreSQL), then their orders (`ix_orders_user_created`)."""
-    _, _, _, by_id, by_email, _, _, _ = shape
-    line, product = order_lines.alias("l"), product_table.alias("sp")
-    skus = select(product.c.sku).where(func.lower(product.c.sku).like(_p("pattern"), escape="\\"))
-    arms = [select(1).where(line.c.order_id == o.c.id, line.c.sku.in_(skus)).exists()]
+    SKUs are matched in the catalog (products: small) first (`matching_skus`, a statement
+    of its own: the planner then knows which SKUs, so how many orders, it is looking
+    for), then the orders having lines with those SKUs through
+    `ix_order_lines_sku_order`: the same orders as matching the lines' SKUs themselves,
+    since a line's SKU is always a catalog SKU (createOrder prices every line from the
+    catalog; products are never deleted). Emails: the users matching first (a trigram
+    index on PostgreSQL), then their orders (`ix_orders_user_created`)."""
+    _, _, _, by_id, by_email, _, _, by_sku, _ = shape
+    arms: list[Any] = []
+    if by_sku:
+        line = order_lines.alias("l")
+        arms.append(
+            select(1).where(line.c.order_id == o.c.id, d.one_of(line.c.sku, "skus")).exists()
+        )
     if by_id:
         arms.append(o.c.id == _p("order_id"))
     if by_email:
         u = users.alias("u")
         emails = select(u.c.id).where(func.lower(u.c.email).like(_p("pattern"), escape="\\"))
         arms.append(o.c.user_id.in_(emails))
-    return arms
-
-
-def _conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
-    """The conditions of a filter shape on the orders `o` (the search arms OR-ed)."""
-    conditions = _base_conditions(o, shape)
-    if shape[2]:
-        conditions.append(or_(*_search_arms(o, shape)))
-    return conditions
+    return arms or [false()]  # matches nothing: no SKU, no order id, no email
 
 
 def _after(c: Any, sort: OrderSort) -> Any:
@@ -466,13 +469,13 @@ def _counted(table: Any, *conditions: Any) -> Any:
 
 def _total(d: Dialect, shape: tuple[Any, ...]) -> Any:
     """The total of a filter shape, as a scalar (see `read_page`)."""
-    by_user, by_status, by_q, _, _, since, until, _ = shape
+    by_user, by_status, by_q, _, _, since, until, _, _ = shape
     if by_q:
         # Each way of matching counts at most one past the cap; the union, what is found.
         o = orders.alias("o")
         base = _base_conditions(o, shape)
         cap = literal_column(str(SEARCH_COUNT_CAP + 1), Integer)
-        arms = [select(o.c.id).where(*base, arm).limit(cap) for arm in _search_arms(o, shape)]
+        arms = [select(o.c.id).where(*base, arm).limit(cap) for arm in _search_arms(d, o, shape)]
         if len(arms) == 1:
             found = arms[0].subquery("f")
         else:
@@ -520,6 +523,18 @@ def _total(d: Dialect, shape: tuple[Any, ...]) -> Any:
     return _counted(
         counts, *([counts.c.status == _p("status")] if by_status else [])
     ).scalar_subquery()
+
+
+_MATCHING_SKUS = Statement(
+    lambda d: select(product_table.c.sku).where(
+        func.lower(product_table.c.sku).like(_p("pattern"), escape="\\")
+    )
+)
+
+
+async def matching_skus(conn: Connection, pattern: str) -> list[str]:
+    """The catalog's SKUs that a search's LIKE `pattern` (lower case) matches."""
+    return [row[0] for row in await conn.fetch(_MATCHING_SKUS, pattern=pattern)]
 
 
 @dataclass(slots=True)
@@ -584,7 +599,7 @@ def _page_read_statement(shape: tuple[Any, ...], with_lines: bool, with_owners: 
                 .order_by(*_sort_keys(o.c, sort))
                 .limit(reach)
                 .subquery(f"a{i}")
-                for i, arm in enumerate(_search_arms(o, filter_shape))
+                for i, arm in enumerate(_search_arms(d, o, filter_shape))
             ]
             found = (
                 arms[0] if len(arms) == 1 else union(*(select(*a.c) for a in arms)).subquery("m")
@@ -657,6 +672,8 @@ async def read_page(
     four. The total never counts the orders but for a text search (up to
     SEARCH_COUNT_CAP), a user's date range, or the partial days at the ends of a range:
     counts kept by triggers hold the rest (migration 0005_orders_at_scale)."""
+    if where.pattern is not None and where.skus is None:
+        where = replace(where, skus=tuple(await matching_skus(conn, where.pattern)))
     stmt = page_statement(
         where, with_lines=with_lines, with_owners=with_owners, keyset=after is not None
     )

@@ -95,9 +95,9 @@ def test_an_insert_fills_in_what_the_caller_leaves_out_from_the_table() -> None:
 
 def test_every_statement_compiles_on_both_dialects_and_reads_by_name() -> None:
     statements = [v for v in vars(queries).values() if isinstance(v, Statement)]
-    filters = itertools.product((False, True), repeat=7)
+    filters = itertools.product((False, True), repeat=8)
     shapes = [(*f, OrderSort.NEWEST, keyset) for f in filters for keyset in (False, True)]
-    shapes += [(*(True,) * 7, sort, True) for sort in OrderSort]
+    shapes += [(*(True,) * 8, sort, True) for sort in OrderSort]
     for shape, lines, owners in itertools.product(shapes, (False, True), (False, True)):
         statements.append(queries._page_read_statement(shape, lines, owners))
     for stmt in statements:
