@@ -388,7 +388,8 @@ def throughput(run: Run, db: ScaleDb) -> dict[str, Any]:
     log(
         f"scale {db.backend} {db.n:,} page 1 x{run.args.connections}: {result.rps:,.0f} req/s, "
         f"p99 {result.p99_ms:.1f} ms, errors {result.errors}; CPU a request: server "
-        f"{row['app_cpu_us']:,.0f} µs, PostgreSQL {row['db_cpu_us'] or 0:,.0f} µs"
+        f"{row['app_cpu_us']:,.0f} µs"
+        + (f", PostgreSQL {row['db_cpu_us']:,.0f} µs" if backends else "")
     )
     if result.errors:
         run.failures.append(Failure(f"scale throughput {db.n}", f"{result.errors} errors"))
