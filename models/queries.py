@@ -336,8 +336,8 @@ class OrderFilter:
     `q` (lower case, escaped with backslashes); it matches a SKU of the order, or with
     `match_emails` the owner's email; `order_id` is the order `q` names, if it names one.
     `created_from` is inclusive, `created_to` exclusive. `sort` is an `OrderSort` name.
-    `skus`: the catalog's SKUs that `pattern` matches (`read_page` looks them up when they
-    are not given)."""
+    `skus`, `user_ids`: the catalog's SKUs and (with `match_emails`) the users whose email
+    `pattern` matches (`read_page` looks them up when they are not given)."""
 
     user_id: int | None = None
     status: str | None = None
@@ -348,6 +348,7 @@ class OrderFilter:
     created_to: datetime | None = None
     sort: str = OrderSort.NEWEST.value
     skus: tuple[str, ...] | None = None
+    user_ids: tuple[int, ...] | None = None
 
     def shape(self) -> tuple[Any, ...]:
         return (
@@ -355,10 +356,12 @@ class OrderFilter:
             self.status is not None,
             self.pattern is not None,
             self.order_id is not None and self.pattern is not None,
-            self.match_emails and self.pattern is not None,
+            self.match_emails and self.pattern is not None and bool(self.user_ids),
             self.created_from is not None,
             self.created_to is not None,
-            bool(self.skus) and self.pattern is not None,
+            # SKUs matched: none, one (then `= :sku`, which reads the (sku, order_id) index
+            # in order_id order), or more.
+            min(len(self.skus or ()), 2) if self.pattern is not None else 0,
             OrderSort(self.sort),
         )
 
@@ -371,6 +374,8 @@ class OrderFilter:
             "created_from": self.created_from,
             "created_to": self.created_to,
             "skus": list(self.skus or ()),
+            "user_ids": list(self.user_ids or ()),
+            "sku": self.skus[0] if self.skus else None,
         }
 
 
@@ -417,29 +422,30 @@ def _base_conditions(o: Any, shape: tuple[Any, ...]) -> list[Any]:
     return conditions
 
 
+def _sku_is(d: Dialect, line: Any, skus: int) -> Any:
+    return line.c.sku == _p("sku") if skus == 1 else d.one_of(line.c.sku, "skus")
+
+
 def _search_arms(d: Dialect, o: Any, shape: tuple[Any, ...]) -> list[Any]:
     """What a text search matches, one condition per way of matching (any one will do).
 
-    SKUs are matched in the catalog (products: small) first (`matching_skus`, a statement
+    SKUs are matched in the catalog (products: small) first (`search_terms`, a statement
     of its own: the planner then knows which SKUs, so how many orders, it is looking
     for), then the orders having lines with those SKUs through
     `ix_order_lines_sku_order`: the same orders as matching the lines' SKUs themselves,
     since a line's SKU is always a catalog SKU (createOrder prices every line from the
-    catalog; products are never deleted). Emails: the users matching first (a trigram
-    index on PostgreSQL), then their orders (`ix_orders_user_created`)."""
+    catalog; products are never deleted). Emails: the users matching first (the same
+    statement; a trigram index on PostgreSQL), then their orders
+    (`ix_orders_user_created`)."""
     _, _, _, by_id, by_email, _, _, by_sku, _ = shape
     arms: list[Any] = []
     if by_sku:
         line = order_lines.alias("l")
-        arms.append(
-            select(1).where(line.c.order_id == o.c.id, d.one_of(line.c.sku, "skus")).exists()
-        )
+        arms.append(select(1).where(line.c.order_id == o.c.id, _sku_is(d, line, by_sku)).exists())
     if by_id:
         arms.append(o.c.id == _p("order_id"))
     if by_email:
-        u = users.alias("u")
-        emails = select(u.c.id).where(func.lower(u.c.email).like(_p("pattern"), escape="\\"))
-        arms.append(o.c.user_id.in_(emails))
+        arms.append(d.one_of(o.c.user_id, "user_ids"))
     return arms or [false()]  # matches nothing: no SKU, no order id, no email
 
 
@@ -476,6 +482,16 @@ def _total(d: Dialect, shape: tuple[Any, ...]) -> Any:
         base = _base_conditions(o, shape)
         cap = literal_column(str(SEARCH_COUNT_CAP + 1), Integer)
         arms = [select(o.c.id).where(*base, arm).limit(cap) for arm in _search_arms(d, o, shape)]
+        if shape[7] and not base:
+            # The SKU arm alone: the matching lines' orders, read from the index on
+            # (sku, order_id) without visiting the orders.
+            line = order_lines.alias("cl")
+            arms[0] = (
+                select(line.c.order_id.label("id"))
+                .where(_sku_is(d, line, shape[7]))
+                .distinct()
+                .limit(cap)
+            )
         if len(arms) == 1:
             found = arms[0].subquery("f")
         else:
@@ -525,16 +541,37 @@ def _total(d: Dialect, shape: tuple[Any, ...]) -> Any:
     ).scalar_subquery()
 
 
+def _like(column: Any) -> Any:
+    return func.lower(column).like(_p("pattern"), escape="\\")
+
+
 _MATCHING_SKUS = Statement(
-    lambda d: select(product_table.c.sku).where(
-        func.lower(product_table.c.sku).like(_p("pattern"), escape="\\")
+    lambda d: select(literal_column("'s'", String), product_table.c.sku).where(
+        _like(product_table.c.sku)
+    )
+)
+_MATCHING_SKUS_AND_USERS = Statement(
+    lambda d: (
+        select(literal_column("'s'", String), product_table.c.sku)
+        .where(_like(product_table.c.sku))
+        .union_all(
+            select(literal_column("'u'", String), users.c.id.cast(String)).where(
+                _like(users.c.email)
+            )
+        )
     )
 )
 
 
-async def matching_skus(conn: Connection, pattern: str) -> list[str]:
-    """The catalog's SKUs that a search's LIKE `pattern` (lower case) matches."""
-    return [row[0] for row in await conn.fetch(_MATCHING_SKUS, pattern=pattern)]
+async def search_terms(
+    conn: Connection, pattern: str, *, emails: bool
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The catalog's SKUs and (with `emails`) the users' ids whose email a search's LIKE
+    `pattern` (lower case) matches: one statement."""
+    stmt = _MATCHING_SKUS_AND_USERS if emails else _MATCHING_SKUS
+    rows = await conn.fetch(stmt, pattern=pattern)
+    skus = tuple(sorted(row[1] for row in rows if row[0] == "s"))
+    return skus, tuple(sorted(int(row[1]) for row in rows if row[0] == "u"))
 
 
 @dataclass(slots=True)
@@ -672,8 +709,9 @@ async def read_page(
     four. The total never counts the orders but for a text search (up to
     SEARCH_COUNT_CAP), a user's date range, or the partial days at the ends of a range:
     counts kept by triggers hold the rest (migration 0005_orders_at_scale)."""
-    if where.pattern is not None and where.skus is None:
-        where = replace(where, skus=tuple(await matching_skus(conn, where.pattern)))
+    if where.pattern is not None and (where.skus is None or where.user_ids is None):
+        skus, user_ids = await search_terms(conn, where.pattern, emails=where.match_emails)
+        where = replace(where, skus=skus, user_ids=user_ids)
     stmt = page_statement(
         where, with_lines=with_lines, with_owners=with_owners, keyset=after is not None
     )

@@ -98,6 +98,7 @@ def test_every_statement_compiles_on_both_dialects_and_reads_by_name() -> None:
     filters = itertools.product((False, True), repeat=8)
     shapes = [(*f, OrderSort.NEWEST, keyset) for f in filters for keyset in (False, True)]
     shapes += [(*(True,) * 8, sort, True) for sort in OrderSort]
+    shapes += [(*(True,) * 7, 2, sort, keyset) for sort in OrderSort for keyset in (False, True)]
     for shape, lines, owners in itertools.product(shapes, (False, True), (False, True)):
         statements.append(queries._page_read_statement(shape, lines, owners))
     for stmt in statements:

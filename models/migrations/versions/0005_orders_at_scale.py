@@ -17,14 +17,17 @@ kept like `order_day_stats` (0003) by triggers on every insert, status or owner 
 delete, in the writing transaction. A change locks its counter rows in key order (status
 counts, then user counts; within each, by key), so racing writers never deadlock.
 
-The counts are filled in from the orders in the migration's transaction, after the
-triggers exist: creating a trigger waits for the writers in flight and holds theirs back
-until the commit (the aggregate over the orders: about 2 s at 10M orders on PostgreSQL).
+On PostgreSQL the counts are filled in after the triggers exist, in batches of orders by
+id, with writes going on (see `_PG_BATCH`: a writer waits for one batch at most); the
+triggers count an order once its batch is done, and every order created after the
+migration began. SQLite fills them in one statement (one writer at a time anyway).
 
 Revision ID: 0005_orders_at_scale
 Revises: 0004_order_events
 Create Date: 2026-12-06
 """
+
+import os
 
 import sqlalchemy as sa
 from alembic import op
@@ -44,19 +47,35 @@ _INDEXES = (
 )
 _TRGM_INDEX = "ix_users_email_trgm"
 
-_PG_FUNCTION = f"""
+
+
+def _pg_function(counted: str = "true") -> str:
+    """The trigger function; `counted` says which orders (by `{id}`) it counts: all, once
+    the backfill is done; while it runs, those it has counted and those created since."""
+    old, new = counted.format(id="OLD.id"), counted.format(id="NEW.id")
+    lookup = (
+        ""
+        if counted == "true"
+        else "SELECT b.done_below, b.horizon INTO v_done_below, v_horizon "
+        "FROM order_counts_backfill b;"
+    )
+    return f"""
 CREATE OR REPLACE FUNCTION order_counts_apply() RETURNS trigger AS $$
+DECLARE
+  v_done_below bigint;
+  v_horizon bigint;
 BEGIN
   IF TG_OP = 'UPDATE' AND OLD.status = NEW.status AND OLD.user_id = NEW.user_id THEN
     RETURN NULL;
   END IF;
+  {lookup}
   INSERT INTO order_status_counts AS c (status, shard, orders)
   SELECT d.status, d.shard, sum(d.n)
   FROM (
     SELECT OLD.status AS status, OLD.id % {SHARDS} AS shard, -1 AS n
-    WHERE TG_OP IN ('UPDATE', 'DELETE')
+    WHERE TG_OP IN ('UPDATE', 'DELETE') AND {old}
     UNION ALL
-    SELECT NEW.status, NEW.id % {SHARDS}, 1 WHERE TG_OP IN ('INSERT', 'UPDATE')
+    SELECT NEW.status, NEW.id % {SHARDS}, 1 WHERE TG_OP IN ('INSERT', 'UPDATE') AND {new}
   ) AS d
   GROUP BY d.status, d.shard
   ORDER BY d.status, d.shard
@@ -65,9 +84,9 @@ BEGIN
   SELECT d.user_id, d.status, sum(d.n)
   FROM (
     SELECT OLD.user_id AS user_id, OLD.status AS status, -1 AS n
-    WHERE TG_OP IN ('UPDATE', 'DELETE')
+    WHERE TG_OP IN ('UPDATE', 'DELETE') AND {old}
     UNION ALL
-    SELECT NEW.user_id, NEW.status, 1 WHERE TG_OP IN ('INSERT', 'UPDATE')
+    SELECT NEW.user_id, NEW.status, 1 WHERE TG_OP IN ('INSERT', 'UPDATE') AND {new}
   ) AS d
   GROUP BY d.user_id, d.status
   ORDER BY d.user_id, d.status
@@ -76,6 +95,32 @@ BEGIN
 END
 $$ LANGUAGE plpgsql
 """
+
+
+# While the backfill runs: an order is counted by the triggers once its batch is done
+# (id below done_below) or when it is newer than every order the backfill counts.
+_WHILE_BACKFILLING = "({id} < v_done_below OR {id} > v_horizon)"
+# Orders (by id) per batch; ORDER_COUNTS_BATCH changes it (tests make batches small).
+BATCH = int(os.environ.get("ORDER_COUNTS_BATCH", "20000"))
+# One batch, one statement (autocommit): its orders are locked FOR SHARE, so a writer of
+# one of them either committed before (the batch counts what it wrote; its trigger, which
+# read the old done_below, counted nothing) or waits for the batch (then its trigger reads
+# the new done_below and counts its change). Writers wait for one batch at most.
+_PG_BATCH = f"""
+WITH batch AS (
+  SELECT id, user_id, status FROM orders WHERE id >= :start AND id < :stop FOR SHARE
+), by_status AS (
+  INSERT INTO order_status_counts AS c (status, shard, orders)
+  SELECT status, id % {SHARDS}, count(*) FROM batch GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (status, shard) DO UPDATE SET orders = c.orders + EXCLUDED.orders
+), by_user AS (
+  INSERT INTO user_order_counts AS c (user_id, status, orders)
+  SELECT user_id, status, count(*) FROM batch GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (user_id, status) DO UPDATE SET orders = c.orders + EXCLUDED.orders
+)
+UPDATE order_counts_backfill SET done_below = :stop
+"""
+
 _PG_TRIGGERS = (
     "CREATE TRIGGER orders_counts_insert AFTER INSERT ON orders "
     "FOR EACH ROW EXECUTE FUNCTION order_counts_apply()",
@@ -161,30 +206,51 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), primary_key=True),
         sa.Column("orders", sa.Integer, nullable=False),
     )
-    if postgres:
-        op.execute(_PG_FUNCTION)
-        for statement in _PG_TRIGGERS:
-            op.execute(statement)
-    else:
+    if not postgres:
+        # SQLite: one writer at a time; the migration holds it.
         for statement in _SQLITE_TRIGGERS:
             op.execute(statement)
-    op.execute(
-        "INSERT INTO order_status_counts (status, shard, orders) "
-        f"SELECT status, id % {SHARDS}, count(*) FROM orders GROUP BY status, id % {SHARDS}"
-    )
-    op.execute(
-        "INSERT INTO user_order_counts (user_id, status, orders) "
-        "SELECT user_id, status, count(*) FROM orders GROUP BY user_id, status"
-    )
-    if not postgres:
+        op.execute(
+            "INSERT INTO order_status_counts (status, shard, orders) "
+            f"SELECT status, id % {SHARDS}, count(*) FROM orders GROUP BY status, id % {SHARDS}"
+        )
+        op.execute(
+            "INSERT INTO user_order_counts (user_id, status, orders) "
+            "SELECT user_id, status, count(*) FROM orders GROUP BY user_id, status"
+        )
         for name, table, cols in _INDEXES:
             op.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({cols})")
         op.execute("DROP INDEX IF EXISTS ix_order_lines_sku")
         return
+    op.create_table(
+        "order_counts_backfill",
+        sa.Column("done_below", sa.BigInteger, nullable=False),
+        sa.Column("horizon", sa.BigInteger, nullable=False),
+    )
+    op.execute(_pg_function(_WHILE_BACKFILLING))
+    for statement in _PG_TRIGGERS:
+        op.execute(statement)
+    # Creating the triggers waited for the writers in flight and holds back new ones to
+    # the commit: every order there is now has an id up to the horizon, every later one
+    # a greater id.
+    op.execute(
+        "INSERT INTO order_counts_backfill (done_below, horizon) "
+        "SELECT 0, coalesce(max(id), 0) FROM orders"
+    )
     trigram = _trigram_available()
-    # Commits what came before (the counts and their triggers); the indexes are built
-    # with writes going on.
+    bind = op.get_bind()
+    # Commits what came before (the tables and their triggers); the counts are filled in
+    # and the indexes built with writes going on.
     with op.get_context().autocommit_block():
+        start, horizon = bind.execute(
+            sa.text("SELECT done_below, horizon FROM order_counts_backfill")
+        ).one()
+        while start <= horizon:
+            bind.execute(sa.text(_PG_BATCH), {"start": start, "stop": start + BATCH})
+            start += BATCH
+        # Done: every order counts. (order_counts_backfill stays, one row: a writer that
+        # began under the old function may still read it.)
+        op.execute(_pg_function())
         for name, table, cols in _INDEXES:
             _build_concurrently(name, f"CREATE INDEX CONCURRENTLY {name} ON {table} ({cols})")
         op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_order_lines_sku")
@@ -203,6 +269,7 @@ def downgrade() -> None:
         op.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON orders" if postgres else ""))
     if postgres:
         op.execute("DROP FUNCTION IF EXISTS order_counts_apply()")
+        op.execute("DROP TABLE IF EXISTS order_counts_backfill")
         op.execute(f"DROP INDEX IF EXISTS {_TRGM_INDEX}")
     op.drop_table("user_order_counts")
     op.drop_table("order_status_counts")

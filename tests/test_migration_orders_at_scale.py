@@ -1,0 +1,113 @@
+"""Migration 0005_orders_at_scale on a database that already holds orders: the counts are
+filled in from them, in batches on PostgreSQL while writers change, add and delete orders,
+and agree with count(*) afterwards; the triggers keep them from then on."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from models.db import null_pool_engine
+from tests.conftest import USE_PG
+from tests.test_migration_back_office import _migrate, _rows, _run, empty_database
+
+__all__ = ["empty_database"]  # the fixture, used by name below
+
+STATUSES = ("PENDING", "PAID", "SHIPPED", "DELIVERED", "CANCELLED")
+INSERT = (
+    "INSERT INTO orders (user_id, status, version, client_token, items_fingerprint, "
+    "amount_cents, created_at, updated_at) VALUES (:user, :status, 1, :token, 'f', 1000, "
+    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+)
+BY_STATUS = (
+    "SELECT status, sum(orders) FROM order_status_counts GROUP BY status "
+    "HAVING sum(orders) <> 0 ORDER BY status"
+)
+BY_STATUS_COUNTED = "SELECT status, count(*) FROM orders GROUP BY status ORDER BY status"
+BY_USER = (
+    "SELECT user_id, status, orders FROM user_order_counts WHERE orders <> 0 "
+    "ORDER BY user_id, status"
+)
+BY_USER_COUNTED = (
+    "SELECT user_id, status, count(*) FROM orders GROUP BY user_id, status ORDER BY user_id, status"
+)
+
+
+async def _agree(url: str) -> None:
+    def plain(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        return [tuple(int(v) if not isinstance(v, str) else v for v in r) for r in rows]
+
+    assert plain(await _rows(url, BY_STATUS)) == plain(await _rows(url, BY_STATUS_COUNTED))
+    assert plain(await _rows(url, BY_USER)) == plain(await _rows(url, BY_USER_COUNTED))
+
+
+async def test_counts_are_filled_in_while_writers_race_the_backfill(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = empty_database
+    monkeypatch.setenv("ORDER_COUNTS_BATCH", "7")
+    await _migrate(url, "0004_order_events")
+    users = [
+        (
+            "INSERT INTO users (id, email, password_hash, role, created_at) VALUES "  # noqa: S608
+            f"({n}, 'm{n}@example.com', 'x', 'USER', CURRENT_TIMESTAMP)"
+        )
+        for n in (1, 2, 3)
+    ]
+    rng = random.Random(5)
+    seeded = [
+        (INSERT, {"user": rng.choice((1, 2, 3)), "status": rng.choice(STATUSES), "token": f"s{n}"})
+        for n in range(300)
+    ]
+    await _run(url, *users, *seeded)
+
+    migration = asyncio.create_task(_migrate(url, "head"))
+    engine = null_pool_engine(url)
+    writes = 0
+    try:
+        # Writers while it runs (PostgreSQL: the backfill runs beside them; SQLite: the
+        # migration holds the one writer's lock, so they wait their turn).
+        while not migration.done() and USE_PG:
+            async with engine.begin() as conn:
+                order_id = rng.randrange(1, 320)
+                kind = rng.choice(("move", "move", "owner", "delete", "insert"))
+                params: dict[str, Any] = {"id": order_id, "status": rng.choice(STATUSES)}
+                if kind == "move":
+                    await conn.execute(
+                        text("UPDATE orders SET status = :status WHERE id = :id"), params
+                    )
+                elif kind == "owner":
+                    await conn.execute(
+                        text("UPDATE orders SET user_id = :user WHERE id = :id"),
+                        {"id": order_id, "user": rng.choice((1, 2, 3))},
+                    )
+                elif kind == "delete":
+                    await conn.execute(text("DELETE FROM orders WHERE id = :id"), params)
+                else:
+                    await conn.execute(
+                        text(INSERT), {"user": 2, "status": "PENDING", "token": f"w{writes}"}
+                    )
+            writes += 1
+        await migration
+    finally:
+        await engine.dispose()
+    assert writes > 10 or not USE_PG
+    await _agree(url)
+    if USE_PG:
+        done_below, horizon = (
+            await _rows(url, "SELECT done_below, horizon FROM order_counts_backfill")
+        )[0]
+        assert int(done_below) > int(horizon) >= 300
+    # From now on the triggers keep them.
+    await _run(
+        url,
+        "UPDATE orders SET status = 'PAID' WHERE id IN (SELECT id FROM orders WHERE status = 'PENDING' LIMIT 5)",
+        "UPDATE orders SET status = status WHERE id = 10",
+        "DELETE FROM orders WHERE id IN (SELECT id FROM orders ORDER BY id LIMIT 3)",
+        (INSERT, {"user": 3, "status": "SHIPPED", "token": "after"}),
+    )
+    await _agree(url)
