@@ -39,6 +39,8 @@ from bench.workloads.overhead import overhead_workloads
 from bench.workloads.reads import read_workloads
 from bench.workloads.reference import reference_suite
 from bench.workloads.replay import run_replay
+from bench.workloads.scale import run_scale
+from bench.workloads.scale import write_report as write_scale_report
 from bench.workloads.webhooks import webhook_workloads
 from bench.workloads.writes import write_workloads
 
@@ -243,6 +245,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="use bench.pyload even when wrk is installed",
     )
+    scale = p.add_argument_group("orders at scale (issue 20; bench/workloads/scale.py)")
+    scale.add_argument(
+        "--scale", type=int, help="only the scale workload, on N generated orders (e.g. 1000000)"
+    )
+    scale.add_argument("--sqlite", action="store_true", help="--scale on SQLite")
+    scale.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="keep the N-order database (bench_scale_N) and reuse it when the same N is asked",
+    )
+    scale.add_argument("--scale-requests", type=int, default=50, help="requests per shape")
+    scale.add_argument(
+        "--scale-seconds",
+        type=float,
+        default=30.0,
+        help="at most this long per shape once 5 requests are timed (default %(default)s)",
+    )
+    scale.add_argument(
+        "--scale-base",
+        type=int,
+        default=10_000,
+        help="orders of the small database the shapes are compared with (default %(default)s)",
+    )
+    scale.add_argument(
+        "--scale-load-base",
+        type=int,
+        default=5_000,
+        help="orders of the database the "
+        "32-connection throughput is compared with (default %(default)s)",
+    )
+    scale.add_argument(
+        "--no-scale-migrate",
+        dest="scale_migrate",
+        action="store_false",
+        help="skip the migration-under-writes measurement",
+    )
     add_service_urls(p)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -269,8 +307,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if smoke
         else {"reference", "http1", "http2", "fanout", "replay"}
     )
+    if args.sqlite and not args.scale:
+        p.error("--sqlite needs --scale N")
     if args.out is None:
-        args.out = Path(tempfile.mkdtemp(prefix="bench-smoke-")) if smoke else REPO / "docs"
+        if smoke:
+            args.out = Path(tempfile.mkdtemp(prefix="bench-smoke-"))
+        else:
+            args.out = REPO / "docs" / "scale" if args.scale else REPO / "docs"
     return args
 
 
@@ -363,10 +406,25 @@ def cleaned_up(run: Run) -> Iterator[None]:
             shutil.rmtree(run.workdir, ignore_errors=True)
 
 
+def scale_main(run: Run, started: float) -> int:
+    """`--scale N`: the scale workload alone (bench/workloads/scale.py)."""
+    with cleaned_up(run):
+        log(f"scale run {run.run_id}; load average before: {os.getloadavg()}")
+        result = run_scale(run)
+        for path in write_scale_report(run.args.out, result):
+            log(f"wrote {path}")
+    log(f"done in {time.monotonic() - started:.0f} s")
+    for failure in run.failures:
+        log(f"FAILED: {failure.what}: {failure.why}")
+    return 1 if run.failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     run = Run.start(args)
+    if args.scale:
+        return scale_main(run, started)
     log(f"{'smoke' if args.smoke else 'full'} run {run.run_id}; work directory {run.workdir}")
     with cleaned_up(run):
         machine = machine_info(run)
