@@ -337,7 +337,9 @@ class OrderFilter:
     `match_emails` the owner's email; `order_id` is the order `q` names, if it names one.
     `created_from` is inclusive, `created_to` exclusive. `sort` is an `OrderSort` name.
     `skus`, `user_ids`: the catalog's SKUs and (with `match_emails`) the users whose email
-    `pattern` matches (`read_page` looks them up when they are not given)."""
+    `pattern` matches (`read_page` looks them up when they are not given). `email`: `q` is a
+    whole email (admin): the users are the one with that email (the unique index), not
+    every email `pattern` is part of (the contract's "Orders at scale")."""
 
     user_id: int | None = None
     status: str | None = None
@@ -349,6 +351,7 @@ class OrderFilter:
     sort: str = OrderSort.NEWEST.value
     skus: tuple[str, ...] | None = None
     user_ids: tuple[int, ...] | None = None
+    email: str | None = None
 
     def shape(self) -> tuple[Any, ...]:
         return (
@@ -562,14 +565,30 @@ _MATCHING_SKUS_AND_USERS = Statement(
     )
 )
 
+_MATCHING_SKUS_AND_EMAIL = Statement(
+    lambda d: (
+        select(literal_column("'s'", String), product_table.c.sku)
+        .where(_like(product_table.c.sku))
+        .union_all(
+            select(literal_column("'u'", String), users.c.id.cast(String)).where(
+                users.c.email == _p("email")
+            )
+        )
+    )
+)
+
 
 async def search_terms(
-    conn: Connection, pattern: str, *, emails: bool
+    conn: Connection, pattern: str, *, emails: bool, email: str | None = None
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """The catalog's SKUs and (with `emails`) the users' ids whose email a search's LIKE
-    `pattern` (lower case) matches: one statement."""
-    stmt = _MATCHING_SKUS_AND_USERS if emails else _MATCHING_SKUS
-    rows = await conn.fetch(stmt, pattern=pattern)
+    `pattern` (lower case) matches, or, given a whole `email` (stored lower case), the
+    user who has it: one statement."""
+    if emails and email is not None:
+        rows = await conn.fetch(_MATCHING_SKUS_AND_EMAIL, pattern=pattern, email=email)
+    else:
+        stmt = _MATCHING_SKUS_AND_USERS if emails else _MATCHING_SKUS
+        rows = await conn.fetch(stmt, pattern=pattern)
     skus = tuple(sorted(row[1] for row in rows if row[0] == "s"))
     return skus, tuple(sorted(int(row[1]) for row in rows if row[0] == "u"))
 
@@ -710,7 +729,9 @@ async def read_page(
     SEARCH_COUNT_CAP), a user's date range, or the partial days at the ends of a range:
     counts kept by triggers hold the rest (migration 0005_orders_at_scale)."""
     if where.pattern is not None and (where.skus is None or where.user_ids is None):
-        skus, user_ids = await search_terms(conn, where.pattern, emails=where.match_emails)
+        skus, user_ids = await search_terms(
+            conn, where.pattern, emails=where.match_emails, email=where.email
+        )
         where = replace(where, skus=skus, user_ids=user_ids)
     stmt = page_statement(
         where, with_lines=with_lines, with_owners=with_owners, keyset=after is not None

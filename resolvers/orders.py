@@ -282,6 +282,10 @@ async def get_order(ctx: RequestContext, raw_id: str, include: Include = Include
         return (await load_details(conn, [order], include, known_users=[user]))[0]
 
 
+# A `q` that is a whole email: one @, a dot in the domain, no spaces.
+_WHOLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 def _like_pattern(q: str) -> str:
     escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -407,6 +411,7 @@ async def list_orders(
         pattern=_like_pattern(q) if q else None,
         order_id=as_order_id(q.removeprefix("#")) if q else None,
         match_emails=is_admin and bool(q),
+        email=q.lower() if is_admin and _WHOLE_EMAIL.fullmatch(q) else None,
         created_from=created_from,
         created_to=created_to,
         sort=OrderSort(sort).value,
