@@ -18,6 +18,7 @@ from models.db import null_pool_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _LOCK_ID = zlib.crc32(b"order-service:migrations")
+_LOCK_POLL_SECONDS = 0.2
 
 
 def alembic_config(url: str) -> Config:
@@ -49,9 +50,16 @@ async def _upgrade_postgres(url: str) -> None:
     engine = null_pool_engine(url)
     try:
         async with engine.connect() as conn:
-            # A session-level advisory lock: the second instance waits, then finds nothing to do.
-            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_ID})
-            await conn.commit()
+            # A session-level advisory lock: the second instance waits, then finds nothing to
+            # do. It waits by polling, between transactions: blocked in pg_advisory_lock it
+            # would hold a snapshot, which the first instance's CREATE INDEX CONCURRENTLY
+            # waits for (migration 0005): a deadlock.
+            while True:
+                got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_ID})
+                await conn.commit()
+                if got:
+                    break
+                await asyncio.sleep(_LOCK_POLL_SECONDS)
             try:
                 await conn.run_sync(_upgrade_on, alembic_config(url))
                 await conn.commit()

@@ -102,23 +102,29 @@ $$ LANGUAGE plpgsql
 _WHILE_BACKFILLING = "({id} < v_done_below OR {id} > v_horizon)"
 # Orders (by id) per batch; ORDER_COUNTS_BATCH changes it (tests make batches small).
 BATCH = int(os.environ.get("ORDER_COUNTS_BATCH", "20000"))
-# One batch, one statement (autocommit): its orders are locked FOR SHARE, so a writer of
-# one of them either committed before (the batch counts what it wrote; its trigger, which
-# read the old done_below, counted nothing) or waits for the batch (then its trigger reads
-# the new done_below and counts its change). Writers wait for one batch at most.
+# One batch, one transaction (a DO block: its statements run in this order): the batch's
+# orders are locked FOR SHARE first, so a writer of one of them either committed before
+# (the batch counts what it wrote; its trigger, which read the old done_below, counted
+# nothing) or waits for the batch (then its trigger reads the new done_below and counts
+# its change); then the status counts, then the user counts, each in key order, as the
+# triggers take them: no writer can hold one of them while waiting for the batch (one
+# statement with the upserts as CTEs ran them in no set order, and deadlocked with a
+# writer at 10M orders). Writers wait for one batch at most.
 _PG_BATCH = f"""
-WITH batch AS (
-  SELECT id, user_id, status FROM orders WHERE id >= :start AND id < :stop FOR SHARE
-), by_status AS (
+DO $$
+BEGIN
+  PERFORM 1 FROM orders WHERE id >= {{start}} AND id < {{stop}} FOR SHARE;
   INSERT INTO order_status_counts AS c (status, shard, orders)
-  SELECT status, id % {SHARDS}, count(*) FROM batch GROUP BY 1, 2 ORDER BY 1, 2
-  ON CONFLICT (status, shard) DO UPDATE SET orders = c.orders + EXCLUDED.orders
-), by_user AS (
+  SELECT status, id % {SHARDS}, count(*) FROM orders
+  WHERE id >= {{start}} AND id < {{stop}} GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (status, shard) DO UPDATE SET orders = c.orders + EXCLUDED.orders;
   INSERT INTO user_order_counts AS c (user_id, status, orders)
-  SELECT user_id, status, count(*) FROM batch GROUP BY 1, 2 ORDER BY 1, 2
-  ON CONFLICT (user_id, status) DO UPDATE SET orders = c.orders + EXCLUDED.orders
-)
-UPDATE order_counts_backfill SET done_below = :stop
+  SELECT user_id, status, count(*) FROM orders
+  WHERE id >= {{start}} AND id < {{stop}} GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (user_id, status) DO UPDATE SET orders = c.orders + EXCLUDED.orders;
+  UPDATE order_counts_backfill SET done_below = {{stop}};
+END
+$$
 """
 
 _PG_TRIGGERS = (
@@ -246,7 +252,9 @@ def upgrade() -> None:
             sa.text("SELECT done_below, horizon FROM order_counts_backfill")
         ).one()
         while start <= horizon:
-            bind.execute(sa.text(_PG_BATCH), {"start": start, "stop": start + BATCH})
+            # Whole numbers of our own, formatted in (a DO block takes no parameters).
+            batch = _PG_BATCH.format(start=int(start), stop=int(start + BATCH))
+            bind.execute(sa.text(batch))
             start += BATCH
         # Done: every order counts. (order_counts_backfill stays, one row: a writer that
         # began under the old function may still read it.)
