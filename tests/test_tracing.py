@@ -565,3 +565,14 @@ async def test_a_redis_call_is_untouched_while_tracing_is_off() -> None:
     call = answer()
     assert tracing.redis(call, "GET") is call
     assert await call == 1
+
+
+def test_the_resource_is_hashed_once_and_equals_the_sdks() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    sdk = Resource.create({"service.name": "order-service"})
+    ours = tracing.resource_with_cached_hash(sdk)
+    assert ours == sdk and hash(ours) == hash(sdk)
+    assert dict(ours.attributes) == dict(sdk.attributes) and ours.schema_url == sdk.schema_url
+    # The encoder groups the spans of one resource together: one key for both.
+    assert len({ours: 1, sdk: 2}) == 1
