@@ -187,7 +187,7 @@ def enable(provider: Any) -> None:
     _ids = provider.id_generator = _Ids(provider.id_generator)
     _tracer = provider.get_tracer("order_service")
     processor = getattr(provider, "_active_span_processor", None)
-    if _root_bound is not None and processor is not None:
+    if _root_bound is not None and processor is not None and keeps_children(provider.sampler):
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         _Light = _light_span_class()
@@ -217,6 +217,20 @@ def root_bound(sampler: Any) -> int | None:
     if isinstance(root, StaticSampler):
         return 0 if root._decision is Decision.DROP else _TRACE_ID_LOW + 1
     return None
+
+
+def keeps_children(sampler: Any) -> bool:
+    """Whether `sampler` keeps every child of a recorded span: a ratio or static sampler
+    (the same decision for every span of a trace: it depends on the trace id only), or a
+    ParentBased one whose child-of-a-sampled-local-parent sampler is `always_on` (the
+    default, and what the OTEL_TRACES_SAMPLER values make)."""
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+
+    if not isinstance(sampler, ParentBased):
+        return True
+    # ParentBased keeps it in `_local_parent_sampled` (no public accessor).
+    child = getattr(sampler, "_local_parent_sampled", None)
+    return isinstance(child, StaticSampler) and child._decision is Decision.RECORD_AND_SAMPLE
 
 
 class _Ids:

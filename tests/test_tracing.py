@@ -576,3 +576,10 @@ def test_the_resource_is_hashed_once_and_equals_the_sdks() -> None:
     assert dict(ours.attributes) == dict(sdk.attributes) and ours.schema_url == sdk.schema_url
     # The encoder groups the spans of one resource together: one key for both.
     assert len({ours: 1, sdk: 2}) == 1
+
+
+def test_spans_of_our_own_only_under_a_sampler_that_keeps_a_sampled_spans_children() -> None:
+    assert tracing.keeps_children(ParentBasedTraceIdRatio(0.1))
+    assert tracing.keeps_children(TraceIdRatioBased(0.1)) and tracing.keeps_children(ALWAYS_ON)
+    picky = ParentBased(ALWAYS_ON, local_parent_sampled=TraceIdRatioBased(0.5))
+    assert not tracing.keeps_children(picky)
