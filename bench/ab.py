@@ -54,9 +54,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {','.join(WORKLOADS)}"
     )
     p.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    for side in ("a", "b"):
+        p.add_argument(
+            f"--env-{side}",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"an environment variable for {side.upper()}'s server only (repeatable): "
+            "one revision twice, with a setting on one side (`bench/ab HEAD --env-b "
+            "OTEL_TRACES_SAMPLER_ARG=0.1 ...`)",
+        )
     harness.add_service_urls(p)
     args = p.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
+    for side in ("a", "b"):
+        pairs = getattr(args, f"env_{side}")
+        if any("=" not in pair for pair in pairs):
+            p.error(f"--env-{side} takes NAME=VALUE")
+        setattr(args, f"env_{side}", dict(pair.split("=", 1) for pair in pairs))
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
@@ -101,6 +116,10 @@ def describe(revision: str | None) -> str:
         check=True,
     )
     return f"{revision} ({out.stdout.strip()})"
+
+
+def with_env(env: dict[str, str]) -> str:
+    return " with " + " ".join(f"{k}={v}" for k, v in env.items()) if env else ""
 
 
 def workload_for(run: Run, key: str, tag: str) -> Workload:
@@ -171,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     run = Run.start(bench_args, tag="ab")
-    a_name, b_name = describe(args.base), describe(args.head)
+    a_name = describe(args.base) + with_env(args.env_a)
+    b_name = describe(args.head) + with_env(args.env_b)
     log(f"A = {a_name}; B = {b_name}")
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with contextlib.ExitStack() as stack:
@@ -187,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
             if not keys:
                 continue
             servers: dict[str, Server] = {}
-            for label, tree in (("A", tree_a), ("B", tree_b)):
+            for label, tree, side_env in (("A", tree_a, args.env_a), ("B", tree_b, args.env_b)):
                 servers[label] = run.launch_server(
                     f"{label}-ttl{cache_ttl}",
                     workers=1,
                     pinned=True,
-                    env={"CACHE_TTL_SECONDS": cache_ttl},
+                    env={"CACHE_TTL_SECONDS": cache_ttl, **side_env},
                     tree=tree,
                 )
             for server in servers.values():

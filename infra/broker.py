@@ -25,7 +25,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from infra import tracing
 from infra.tasks import cancel_and_wait
 
 log = logging.getLogger("order_service.broker")
@@ -194,9 +193,8 @@ class RedisBroker:
         if time.monotonic() < self._fail_until:
             raise BrokerUnavailable("Redis was unreachable a moment ago")
         try:
-            await tracing.redis(
-                self._publisher.publish(self._namespace + channel, message), "PUBLISH"
-            )
+            # No span of its own: the caller's `events.publish` span is this call.
+            await self._publisher.publish(self._namespace + channel, message)
         except (RedisError, OSError) as exc:
             self._fail_until = time.monotonic() + self.FAIL_FAST_SECONDS
             raise BrokerUnavailable(f"Redis publish failed: {exc}") from exc

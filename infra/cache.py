@@ -335,12 +335,12 @@ class RedisCache:
     async def bump(self, scopes: list[str]) -> None:
         # Tried even while the link is down: a bump that gets through spares the other
         # instances a stale read; one that does not is covered by the next epoch.
+        # No span (tracing.redis): the bump follows every write's commit, and a span of it
+        # would add a tenth to a webhook's trace for nothing an operator acts on; a slow
+        # Redis shows on the reads' GET/EVALSHA spans (docs/operations.md, "Traces").
         keys = [f"{self._prefix}gen:{s}" for s in scopes]
         try:
-            await tracing.redis(
-                self._bump(keys=keys, args=[*(_token() for _ in keys), GENERATION_TTL_SECONDS]),
-                "EVALSHA",
-            )
+            await self._bump(keys=keys, args=[*(_token() for _ in keys), GENERATION_TTL_SECONDS])
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
 

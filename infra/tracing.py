@@ -39,6 +39,17 @@ ENABLED = False
 
 _tracer: Any = None
 _provider: Any = None
+# Spans of our own inside a recorded trace (`_light_span_class`): the class, and what each
+# needs from the provider. None while off, or when the sampler is not one whose decision
+# for the child of a sampled span is known (`root_bound`): then the SDK makes every span.
+_Light: Any = None
+_light_args: tuple[Any, Any, Any] | None = None
+# Bound by `enable()` (opentelemetry.trace's and .context's).
+_SpanKind: Any = None
+_SpanContext: Any = None
+_attach: Any = None
+_detach: Any = None
+_set_span_in_context: Any = None
 _instrumentors: list[Any] = []
 # The provider's id generator, wrapped (`_Ids`), and the root sampler's bound on a trace
 # id's low 64 bits when `ServerSpans` can take the sampling decision of a new trace itself
@@ -59,8 +70,10 @@ DEFAULT_SAMPLER = "parentbased_traceidratio"
 DEFAULT_SAMPLER_ARG = "0.1"
 
 
-# Bound by `enable()`: read on every request, not imported there.
-_get_value: Any = None
+# Bound by `enable()`: read on every request, not imported there. `_current_context` is
+# the SDK's context variable's `get` (its runtime context keeps it in `_current_context`):
+# one call where `context.get_value` takes three; `context.get_current` if that moves.
+_current_context: Any = None
 _suppress_key: Any = None
 _current_span: Any = None
 
@@ -69,7 +82,7 @@ def active() -> bool:
     """Tracing is on and the current trace is recorded: not an unsampled request, whose
     spans would all be dropped (`wrap_asgi` suppresses the instrumentations for those),
     nor a `quiet()` block. Spans of our own are made only then."""
-    return ENABLED and not _get_value(_suppress_key)
+    return ENABLED and not _current_context().get(_suppress_key)
 
 
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
@@ -108,7 +121,9 @@ def configure_from_env() -> bool:
     os.environ.setdefault("OTEL_TRACES_SAMPLER", DEFAULT_SAMPLER)
     if os.environ["OTEL_TRACES_SAMPLER"] == DEFAULT_SAMPLER:
         os.environ.setdefault("OTEL_TRACES_SAMPLER_ARG", DEFAULT_SAMPLER_ARG)
-    provider = TracerProvider(resource=Resource.create(), sampler=_get_from_env_or_default())
+    provider = TracerProvider(
+        resource=resource_with_cached_hash(Resource.create()), sampler=_get_from_env_or_default()
+    )
     provider.add_span_processor(BatchSpanProcessor(_exporter_from_env()))
     enable(provider)
     log.info(
@@ -118,6 +133,24 @@ def configure_from_env() -> bool:
         os.environ.get("OTEL_TRACES_SAMPLER_ARG", ""),
     )
     return True
+
+
+def resource_with_cached_hash(resource: Any) -> Any:
+    """`resource`, hashed once. The OTLP encoder groups every span it exports by its
+    resource, a dict key: the SDK's `Resource.__hash__` dumps the attributes to JSON for
+    each span (about 5 µs, on the batch processor's thread). A resource never changes
+    once made (its attributes are immutable), so neither does the hash."""
+    from opentelemetry.sdk.resources import Resource
+
+    class _HashedResource(Resource):
+        def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
+            super().__init__(attributes, schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return _HashedResource(resource.attributes, resource.schema_url)
 
 
 def _exporter_from_env() -> Any:
@@ -135,22 +168,30 @@ def _exporter_from_env() -> Any:
 def enable(provider: Any) -> None:
     """Trace through `provider` (tests pass one with an in-memory exporter): our spans
     (httpx's instrumentation: per client, `instrument_httpx`)."""
-    global ENABLED, _tracer, _provider, _get_value, _suppress_key, _current_span
-    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
-    from opentelemetry.trace import get_current_span
+    global ENABLED, _tracer, _provider, _current_context, _suppress_key, _current_span
+    global _Light, _light_args, _SpanKind, _SpanContext, _attach, _detach, _set_span_in_context
+    from opentelemetry import context
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+    from opentelemetry.trace import SpanContext, SpanKind, get_current_span, set_span_in_context
 
     global _ids, _root_bound
     disable()
-    _get_value, _suppress_key, _current_span = (
-        get_value,
-        _SUPPRESS_INSTRUMENTATION_KEY,
-        get_current_span,
-    )
+    _SpanKind, _SpanContext, _set_span_in_context = SpanKind, SpanContext, set_span_in_context
+    _attach, _detach = context.attach, context.detach
+    variable = getattr(getattr(context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    _current_context = variable.get if variable is not None else context.get_current
+    _suppress_key, _current_span = _SUPPRESS_INSTRUMENTATION_KEY, get_current_span
     _provider = provider
     _root_bound = root_bound(provider.sampler)
     # Before any tracer is made: each tracer keeps the generator it was given.
     _ids = provider.id_generator = _Ids(provider.id_generator)
     _tracer = provider.get_tracer("order_service")
+    processor = getattr(provider, "_active_span_processor", None)
+    if _root_bound is not None and processor is not None and keeps_children(provider.sampler):
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        _Light = _light_span_class()
+        _light_args = (processor, provider.resource, InstrumentationScope("order_service"))
     # No asyncpg or redis instrumentation: models/sql.py makes the statement spans and
     # infra/ its Redis calls' (`redis()`), for recorded traces only. The instrumentations'
     # wrappers run on every call, sampled or not, and put half a dozen attributes or more
@@ -178,6 +219,20 @@ def root_bound(sampler: Any) -> int | None:
     return None
 
 
+def keeps_children(sampler: Any) -> bool:
+    """Whether `sampler` keeps every child of a recorded span: a ratio or static sampler
+    (the same decision for every span of a trace: it depends on the trace id only), or a
+    ParentBased one whose child-of-a-sampled-local-parent sampler is `always_on` (the
+    default, and what the OTEL_TRACES_SAMPLER values make)."""
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+
+    if not isinstance(sampler, ParentBased):
+        return True
+    # ParentBased keeps it in `_local_parent_sampled` (no public accessor).
+    child = getattr(sampler, "_local_parent_sampled", None)
+    return isinstance(child, StaticSampler) and child._decision is Decision.RECORD_AND_SAMPLE
+
+
 class _Ids:
     """The provider's id generator, which hands out once the trace id `ServerSpans` drew
     (and found sampled) to the span the SDK then starts: that span's sampler sees the same
@@ -198,8 +253,9 @@ class _Ids:
 
 
 def disable() -> None:
-    global ENABLED, _tracer, _provider, _ids, _root_bound
+    global ENABLED, _tracer, _provider, _ids, _root_bound, _Light, _light_args
     ENABLED = False
+    _Light = _light_args = None
     if _provider is not None and isinstance(_provider.id_generator, _Ids):
         _provider.id_generator = _provider.id_generator.inner
     _ids, _root_bound = None, None
@@ -255,6 +311,7 @@ class ServerSpans:
         self._non_recording = NonRecordingSpan
         self._span_context = SpanContext
         self._flags = TraceFlags(TraceFlags.RANDOM_TRACE_ID if _ids.is_trace_id_random() else 0)
+        self._sampled_flags = TraceFlags(self._flags | TraceFlags.SAMPLED)
 
     def _unsampled(self, trace_id: int) -> Any:
         """The context of a new trace found unsampled: its span made directly, as the SDK
@@ -288,20 +345,29 @@ class ServerSpans:
                 finally:
                     context.detach(token)
                 return
-            _ids.next_trace_id = trace_id  # taken by the start_span just below
+        else:
+            trace_id = 0
         parent = self._propagator.extract(carrier) if carrier else context.Context()
         method = scope["method"]
-        span = _tracer.start_span(
-            f"{method} {self.route_of(scope['path'])}",
-            context=parent,
-            kind=self._server,
-            attributes={
-                "http.request.method": method,
-                "url.path": scope["path"],
-                "url.scheme": scope.get("scheme", "http"),
-            },
-        )
-        _ids.next_trace_id = 0
+        name = f"{method} {self.route_of(scope['path'])}"
+        attributes = {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+        }
+        if trace_id and _Light is not None:
+            # Sampled here: the root span is one of ours (`_light_span_class`), as its
+            # children will be.
+            span_context = self._span_context(
+                trace_id, _ids.generate_span_id(), False, self._sampled_flags
+            )
+            span = _Light(name, span_context, None, self._server, attributes)
+        else:
+            _ids.next_trace_id = trace_id  # taken by the SDK's start_span just below
+            span = _tracer.start_span(
+                name, context=parent, kind=self._server, attributes=attributes
+            )
+            _ids.next_trace_id = 0
         recording = span.is_recording()
         ctx = trace.set_span_in_context(span, parent)
         if not recording:
@@ -349,6 +415,143 @@ def current_trace_id() -> str | None:
     return format(trace_id, "032x") if trace_id else None
 
 
+# --- spans of our own, inside a recorded trace -------------------------------------------
+
+
+def _light_span_class() -> Any:
+    """The class of the spans `_child` makes under a recorded span (and `ServerSpans` for
+    a new trace it samples itself): a span and its exported record in one object, handed
+    to the provider's span processors when it ends, as the SDK's are.
+
+    Why: in the service, the SDK's `start_span` and `end` cost 50 to 70 µs of CPU a span
+    (the sampler asked again for each child, every attribute validated and copied into a
+    locked `BoundedAttributes`, a lock per span and per event list, a `ReadableSpan` copy
+    made at the end, the span limits), where a sampled trace's children need none of it:
+    the decision is the parent's (`root_bound` says the sampler is one that keeps the
+    children of a sampled span), and the attributes are ours, strings, numbers and
+    booleans set by this module. What the exporter reads (`ReadableSpan`'s properties) is
+    the same. The SDK still makes the spans of the instrumentations (httpx), of an
+    incoming `traceparent`'s trace and of the relay's and subscribers' traces."""
+    from time import time_ns
+
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.trace import Span as SDKSpan
+    from opentelemetry.trace import Span, Status, StatusCode
+
+    unset = Status(StatusCode.UNSET)
+
+    class LightSpan(Span, ReadableSpan):
+        def __init__(
+            self, name: str, context: Any, parent: Any, kind: Any, attributes: Any
+        ) -> None:
+            processor, resource, scope = _light_args  # type: ignore[misc]  # set: in use
+            self._name = name
+            self._context = context
+            self._parent = parent
+            self._kind = kind
+            self._attributes = dict(attributes) if attributes else {}
+            self._events: list[Any] = []
+            self._links = ()
+            self._status = unset
+            self._resource = resource
+            self._instrumentation_scope = scope
+            self._instrumentation_info = None
+            self._end_time = None
+            self._processor = processor
+            self._start_time = time_ns()
+            processor.on_start(self, parent_context=None)
+
+        def get_span_context(self) -> Any:
+            return self._context
+
+        def is_recording(self) -> bool:
+            return self._end_time is None
+
+        def set_attribute(self, key: str, value: Any) -> None:
+            if self._end_time is None:
+                self._attributes[key] = value  # type: ignore[index]  # our dict
+
+        def set_attributes(self, attributes: Any) -> None:
+            if self._end_time is None:
+                self._attributes.update(attributes)  # type: ignore[union-attr]  # our dict
+
+        def add_event(self, name: str, attributes: Any = None, timestamp: Any = None) -> None:
+            if self._end_time is None:
+                self._events.append(Event(name, attributes, timestamp))
+
+        def update_name(self, name: str) -> None:
+            if self._end_time is None:
+                self._name = name
+
+        def set_status(self, status: Any, description: str | None = None) -> None:
+            if self._end_time is not None or self._status.status_code is StatusCode.OK:
+                return
+            if not isinstance(status, Status):
+                status = Status(status, description)
+            if status.status_code is not StatusCode.UNSET:
+                self._status = status
+
+        # The SDK's own (its attributes: exception type, message, stack trace).
+        record_exception = SDKSpan.record_exception
+
+        def end(self, end_time: int | None = None) -> None:
+            if self._end_time is None:
+                self._end_time = end_time or time_ns()
+                self._processor.on_end(self)
+
+    return LightSpan
+
+
+def _child(name: str, kind: Any, attributes: Mapping[str, Any] | None = None) -> Any:
+    """A span under the current one, not yet made current: ours (`_light_span_class`)
+    when the current span is recorded and the sampler keeps its children; the SDK's
+    otherwise (which asks the sampler)."""
+    parent = _current_span()
+    if _Light is not None and parent.is_recording():
+        ctx = parent.get_span_context()
+        return _Light(
+            name,
+            _SpanContext(
+                ctx.trace_id, _ids.generate_span_id(), False, ctx.trace_flags, ctx.trace_state
+            ),
+            ctx,
+            kind,
+            attributes,
+        )
+    return _tracer.start_span(name, kind=kind, attributes=attributes)
+
+
+class _Current:
+    """`span` made the current span inside, ended after: `start_as_current_span`'s work
+    without its two generator-based context managers. An exception is recorded on it
+    (and its status set) as `use_span` does: exceptions only, not a cancellation."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def __enter__(self) -> Any:
+        self._token = _attach(_set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        span = self._span
+        try:
+            if isinstance(exc, Exception) and span.is_recording():
+                _record_error(span, exc)
+        finally:
+            _detach(self._token)
+            span.end()
+
+
+def _record_error(span: Any, exc: BaseException) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
 # --- spans of our own ------------------------------------------------------------------
 
 
@@ -361,12 +564,7 @@ def span(
     if not active():
         yield None
         return
-    from opentelemetry.trace import SpanKind
-
-    with _tracer.start_as_current_span(name, kind=SpanKind[kind]) as current:
-        # Attributes only for a span that is kept: an unsampled one ignores them anyway.
-        if attributes and current.is_recording():
-            current.set_attributes(attributes)
+    with _Current(_child(name, _SpanKind[kind], attributes)) as current:
         yield current
 
 
@@ -379,7 +577,7 @@ def use_case(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awa
         async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
             if not active():
                 return await fn(*args, **kwargs)
-            with _tracer.start_as_current_span(span_name):
+            with _Current(_child(span_name, _SpanKind.INTERNAL)):
                 return await fn(*args, **kwargs)
 
         return traced
@@ -401,49 +599,63 @@ def name_operation(label: str, op_type: str) -> None:
 @contextlib.contextmanager
 def operation_span(label: str, op_type: str) -> Iterator[None]:
     """The GraphQL operation: one span per operation, none per field."""
-    with _tracer.start_as_current_span(
-        f"{op_type} {label}",
-        attributes={"graphql.operation.name": label, "graphql.operation.type": op_type},
+    with _Current(
+        _child(
+            f"{op_type} {label}",
+            _SpanKind.INTERNAL,
+            {"graphql.operation.name": label, "graphql.operation.type": op_type},
+        )
     ):
         yield
 
 
-@contextlib.contextmanager
-def statement_span(system: str, text: str) -> Iterator[None]:
+def statement_span(system: str, text: str) -> contextlib.AbstractContextManager[Any]:
     """One database statement run by models/sql.py (SQLite's and PostgreSQL's: spans of
     our own rather than the asyncpg instrumentation's, docs/operations.md says why), made
     only inside a recorded trace. The text has placeholders only: values are bound. None
     inside `quiet()`, as the instrumentations."""
     if not active():
-        yield
-        return
-    from opentelemetry.trace import SpanKind
-
-    with _tracer.start_as_current_span(
+        return contextlib.nullcontext()
+    return _Leaf(
         f"{system} {text.split(None, 1)[0] if text else 'statement'}",
-        kind=SpanKind.CLIENT,
-        attributes={"db.system": system, "db.statement": text},
-    ):
-        yield
+        {"db.system": system, "db.statement": text},
+    )
+
+
+class _Leaf:
+    """A CLIENT span with no child: a statement or a Redis command. Not made the current
+    span (nothing runs inside it that could take it as a parent): no context switch in
+    and out. An exception is recorded on it as `use_span` would."""
+
+    __slots__ = ("_attributes", "_name", "_span")
+
+    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+        self._name = name
+        self._attributes = attributes
+
+    def __enter__(self) -> Any:
+        self._span = _child(self._name, _SpanKind.CLIENT, self._attributes)
+        return self._span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        span = self._span
+        # Exceptions only, as `use_span`: a cancellation is not the statement's error.
+        if isinstance(exc, Exception) and span.is_recording():
+            _record_error(span, exc)
+        span.end()
 
 
 def redis(call: Awaitable[R], command: str) -> Awaitable[R]:
     """A Redis call of infra/ (`await tracing.redis(client.get(key), "GET")`), in a span
     of its own inside a recorded trace; otherwise the call itself, untouched (one flag
     read). The span has the command's name only: never a key or an argument."""
-    if not ENABLED or _get_value(_suppress_key):
+    if not ENABLED or _current_context().get(_suppress_key):
         return call
     return _redis_span(call, command)
 
 
 async def _redis_span(call: Awaitable[R], command: str) -> R:
-    from opentelemetry.trace import SpanKind
-
-    with _tracer.start_as_current_span(
-        command,
-        kind=SpanKind.CLIENT,
-        attributes={"db.system": "redis", "db.operation.name": command},
-    ):
+    with _Leaf(command, {"db.system": "redis", "db.operation.name": command}):
         return await call
 
 
@@ -470,7 +682,11 @@ def publish_span(
 ) -> Iterator[Callable[[bytes], bytes]]:
     """A span for one published message; yields what wraps the message in its envelope
     (the span's `traceparent` before the event's fields). The relay's publishes run in a
-    context of their own, out of its polling's `quiet()`."""
+    context of their own, out of its polling's `quiet()`.
+
+    The broker's own command (Redis `PUBLISH`) gets no span inside it: this span is that
+    call, the message's encoding aside, and a second one would double a sampled trace's
+    cost for it and tell an operator nothing more."""
     from opentelemetry import context, trace
     from opentelemetry.trace import SpanKind
 
@@ -479,22 +695,37 @@ def publish_span(
         # sampled (flags 00) and make none either.
         yield functools.partial(_envelope, _traceparent(trace.get_current_span()))
         return
-    parent = context.Context() if relay else None
-    with _tracer.start_as_current_span(
-        "events.publish", context=parent, kind=SpanKind.PRODUCER
-    ) as current:
-        token = context.attach(trace.set_span_in_context(current, context.Context()))
-        try:
-            if current.is_recording():
-                current.set_attribute("messaging.destination.name", channel)
-                current.set_attribute("messaging.operation", "publish")
-                if event_id is not None:  # the outbox row: finds the webhook's trace
-                    current.set_attribute("messaging.message.id", str(event_id))
-                if relay:
-                    current.set_attribute("order_service.relay", True)
-            yield functools.partial(_envelope, _traceparent(current))
-        finally:
-            context.detach(token)
+    attributes: dict[str, Any] = {
+        "messaging.destination.name": channel,
+        "messaging.operation": "publish",
+    }
+    if event_id is not None:  # the outbox row: finds the webhook's trace
+        attributes["messaging.message.id"] = str(event_id)
+    if relay:
+        attributes["order_service.relay"] = True
+    if relay:  # a new trace: the SDK's sampler decides
+        current = _tracer.start_span(
+            "events.publish",
+            context=context.Context(),
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        )
+    else:
+        current = _child("events.publish", SpanKind.PRODUCER, attributes)
+    token = context.attach(
+        context.set_value(
+            _suppress_key, True, trace.set_span_in_context(current, context.Context())
+        )
+    )
+    try:
+        yield functools.partial(_envelope, _traceparent(current))
+    except Exception as exc:
+        if current.is_recording():
+            _record_error(current, exc)
+        raise
+    finally:
+        context.detach(token)
+        current.end()
 
 
 def _traceparent(current: Any) -> str:

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 from infra import tracing
-from infra.broker import BrokerUnavailable, RedisBroker
+from infra.broker import BrokerUnavailable
 from infra.logs import JsonFormatter
 from infra.settings import Settings
 from resolvers import catalog, events
@@ -266,18 +266,16 @@ async def test_webhook_to_broker_to_subscriber_is_one_trace(
     [deliver] = ours
     assert deliver.parent is not None and deliver.parent.span_id == publish.context.span_id
     assert deliver.kind.name == "CONSUMER" and publish.kind.name == "PRODUCER"
-    if isinstance(services.broker, RedisBroker):
-        # The broker's PUBLISH: a span of infra/'s own, the command's name and nothing else.
-        [command] = [
-            s
-            for s in traces.named("PUBLISH")
-            if s.parent is not None and s.parent.span_id == publish.context.span_id
-        ]
-        assert command.kind.name == "CLIENT"
-        assert dict(command.attributes or {}) == {
-            "db.system": "redis",
-            "db.operation.name": "PUBLISH",
-        }
+    # The publish span is the broker's call: no span of the broker's command inside it
+    # (a Redis PUBLISH), and the trace has no span of the cache's generation bump.
+    children = [s for s in traces.spans if s.parent and s.parent.span_id == publish.context.span_id]
+    assert children == [deliver], [s.name for s in children]
+    assert not traces.named("PUBLISH") and not traces.named("EVALSHA")
+    assert dict(publish.attributes or {}) == {
+        "messaging.destination.name": "order-status",
+        "messaging.operation": "publish",
+        "messaging.message.id": (publish.attributes or {})["messaging.message.id"],
+    }
     # The signature and the secret are in no span.
     text = traces.all_attribute_text()
     assert signed.request.headers["x-signature"] not in text
@@ -581,3 +579,21 @@ async def test_a_redis_call_is_untouched_while_tracing_is_off() -> None:
     call = answer()
     assert tracing.redis(call, "GET") is call
     assert await call == 1
+
+
+def test_the_resource_is_hashed_once_and_equals_the_sdks() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    sdk = Resource.create({"service.name": "order-service"})
+    ours = tracing.resource_with_cached_hash(sdk)
+    assert ours == sdk and hash(ours) == hash(sdk)
+    assert dict(ours.attributes) == dict(sdk.attributes) and ours.schema_url == sdk.schema_url
+    # The encoder groups the spans of one resource together: one key for both.
+    assert len({ours: 1, sdk: 2}) == 1
+
+
+def test_spans_of_our_own_only_under_a_sampler_that_keeps_a_sampled_spans_children() -> None:
+    assert tracing.keeps_children(ParentBasedTraceIdRatio(0.1))
+    assert tracing.keeps_children(TraceIdRatioBased(0.1)) and tracing.keeps_children(ALWAYS_ON)
+    picky = ParentBased(ALWAYS_ON, local_parent_sampled=TraceIdRatioBased(0.5))
+    assert not tracing.keeps_children(picky)
