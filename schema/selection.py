@@ -13,7 +13,6 @@ FAST_PATHS=off the same flags are read from the public `info.selected_fields` in
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 
 from graphql import (
@@ -26,11 +25,15 @@ from graphql import (
 from strawberry.types import Info
 from strawberry.types.nodes import SelectedField, Selection
 
+from infra.memo import Attached
 from resolvers.orders import Include
 
-_MAX_REMEMBERED = 1024
-# (ids of the field nodes, path) -> (the nodes, kept alive so their ids stay theirs, answer)
-_remembered: OrderedDict[tuple[object, ...], tuple[tuple[FieldNode, ...], Include]] = OrderedDict()
+# Per operation (kept while its document lives, infra/memo.py): (ids of the field nodes,
+# path) -> (the nodes, whose ids these are, and the answer). A bounded map of nodes held
+# for their ids kept every document it saw alive, tokens and all.
+_remembered: Attached[dict[tuple[object, ...], tuple[tuple[FieldNode, ...], Include]]] = Attached(
+    dict
+)
 
 
 def _fields(
@@ -82,14 +85,12 @@ def order_include(info: Info, *path: str) -> Include:
     raw = info._raw_info
     nodes = tuple(raw.field_nodes)
     key = (*(id(n) for n in nodes), *path)
-    known = _remembered.get(key)
+    remembered = _remembered.of(raw.operation)
+    known = remembered.get(key)
     if known is not None and all(a is b for a, b in zip(known[0], nodes, strict=True)):
-        _remembered.move_to_end(key)
         return known[1]
     include = _include(nodes, path, raw.fragments)
-    _remembered[key] = (nodes, include)
-    if len(_remembered) > _MAX_REMEMBERED:
-        _remembered.popitem(last=False)
+    remembered[key] = (nodes, include)
     return include
 
 

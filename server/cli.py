@@ -72,11 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.workers > 1:
         uvicorn.run("server.asgi:app", workers=args.workers, **common)
     else:
-        from server.app import create_app, freeze_startup_heap
+        from server.app import create_app
 
-        app = create_app(settings)
-        freeze_startup_heap()
-        uvicorn.run(app, **common)
+        uvicorn.run(create_app(settings, freeze_heap=True), **common)
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

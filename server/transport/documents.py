@@ -29,6 +29,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
+from infra.memo import Attached, WeightedCache
 from schema.limits import (
     CostMeter,
     LimitExceeded,
@@ -37,11 +38,10 @@ from schema.limits import (
     cost_error,
     cost_results,
 )
-from server.transport.memo import Attached, WeightedCache
 
 CACHED_DOCUMENTS = 512
 # The parse cache keeps documents whose texts add up to at most this many characters
-# (a client's own operations are a few KB each; see server/transport/memo.py for why the
+# (a client's own operations are a few KB each; see infra/memo.py for why the
 # bound is on what the documents weigh and not only on their number), and none longer
 # than REMEMBERED_TEXT.
 CACHED_TEXT = 256_000

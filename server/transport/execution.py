@@ -59,9 +59,9 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.utils.operation import get_first_operation, get_operation_type
 
+from infra.memo import Attached
 from schema.errors import format_error
 from schema.limits import cost_error
-from server.transport.memo import Attached
 
 _TYPENAME = "__typename"
 _LEAF_TYPES = (GraphQLScalarType, GraphQLEnumType)
@@ -122,7 +122,7 @@ def _getter(field_def: Any) -> Callable[[Any], Any]:
 class _Memo:
     """What an operation's executions can share: whether its document has directives, its
     sub-selections by field nodes, and its compiled plans by grouped field set. Attached
-    to the operation node (server/transport/memo.py), so it goes when the document goes."""
+    to the operation node (infra/memo.py), so it goes when the document goes."""
 
     __slots__ = ("directive_free", "plans", "subfields")
 
