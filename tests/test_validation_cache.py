@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import strawberry.schema.schema as strawberry_schema
+from graphql import GraphQLError
 
 import server.transport.cache as response_cache
 import server.transport.documents as documents
@@ -123,3 +124,36 @@ async def test_documents_pushed_out_of_the_parse_cache_are_freed() -> None:
     assert len(execution._memos) - memos_before <= kept + documents.RECENT_TEXTS
     # What the cache keeps is still served from it: the same tree for the same text.
     assert policy.parse(texts[-1]) is policy.parse(texts[-1])
+
+
+@pytest.mark.fast_paths
+async def test_cached_errors_keep_no_frames() -> None:
+    """What the caches keep for a bad document holds no traceback: a raised error's frames
+    are the validation's (every rule, its visitors and context) and the request's, and
+    kept they outlived the request by as long as the document (found in the live server:
+    tens of thousands of graphql-core visitors in reach of every full collection)."""
+    import gc
+
+    schema = build_schema(load_settings(app_env="development"))
+    policy = schema.document_policy
+    assert policy is not None
+    # A value its scalar refuses: graphql-core reports the error the scalar raised.
+    bad_value = "{ orders(q: [1]) { total } }"
+    for _ in range(2):
+        result = await schema.execute(bad_value)
+        assert result.errors and "String cannot represent" in result.errors[0].message
+    document = policy.parse(bad_value)
+    [errors] = policy._validated.of(document).values()
+    chained = [e for error in errors for e in (error, error.original_error) if e is not None]
+    assert chained and all(e.__traceback__ is None for e in chained)
+    # A text that does not parse: each request gets an error of its own.
+    raised = []
+    for _ in range(2):
+        with pytest.raises(GraphQLError) as caught:
+            policy.parse("{ orders { total }")
+        raised.append(caught.value)
+    assert raised[0] is not raised[1] and raised[0].message == raised[1].message
+    del caught, raised
+    gc.collect()
+    modules = (getattr(type(o), "__module__", None) for o in gc.get_objects())
+    assert not [m for m in modules if isinstance(m, str) and m.startswith("graphql.validation.")]

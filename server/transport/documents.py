@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
@@ -22,6 +23,7 @@ from graphql import (
     GraphQLError,
     GraphQLSchema,
     GraphQLSyntaxError,
+    Source,
     parse,
     validate,
 )
@@ -64,6 +66,39 @@ def token_limit_error(error: GraphQLSyntaxError, max_tokens: int) -> GraphQLErro
     return LimitExceeded(f"The document has more than {max_tokens} tokens.", "QUERY_MAX_TOKENS")
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A text that does not parse, kept as what makes its error, and raised as a new error
+    each time: a raised error keeps the frames that raised it (the whole request's) for as
+    long as anything holds the error, and the cache holds it for as long as the text."""
+
+    source: Source
+    position: int
+    description: str
+    max_tokens: int
+
+    def error(self) -> GraphQLError:
+        error = GraphQLSyntaxError(self.source, self.position, self.description)
+        return token_limit_error(error, self.max_tokens) or error
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """A value's error is the one its scalar raised (or wraps it, `original_error`), and a
+    raised error's traceback holds the validation's frames: every rule, its visitors and
+    context, and the request's stack above them. Kept with the document's validation, they
+    outlived the request by as long as the document (thousands of objects each, in reach
+    of every full garbage collection)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        pending += [getattr(e, "original_error", None), e.__cause__, e.__context__]
+
+
 class DocumentPolicy:
     """The limits every document is held to, and the caches of parsed and validated
     documents and of costs (shared by every request of one schema)."""
@@ -83,10 +118,10 @@ class DocumentPolicy:
         self._meter: CostMeter | None = None
         # Keyed by the text: a repeated document is the same node tree every time, which
         # server/transport/execution.py keeps its compiled plans on.
-        self._parsed: WeightedCache[DocumentNode | GraphQLError] = WeightedCache(
+        self._parsed: WeightedCache[DocumentNode | _Failed] = WeightedCache(
             max_entries=CACHED_DOCUMENTS, max_weight=CACHED_TEXT
         )
-        self._recent: OrderedDict[str, DocumentNode | GraphQLError] = OrderedDict()
+        self._recent: OrderedDict[str, DocumentNode | _Failed] = OrderedDict()
         # A document's validation lives as long as the document does.
         self._validated: Attached[dict[Any, list[GraphQLError]]] = Attached(dict)
 
@@ -105,16 +140,20 @@ class DocumentPolicy:
             self._recent[text] = outcome
             if len(self._recent) > RECENT_TEXTS:
                 self._recent.popitem(last=False)
-        if isinstance(outcome, GraphQLError):
-            # The same error object for the same text; no traceback kept from last time.
-            raise outcome.with_traceback(None)
+        if isinstance(outcome, _Failed):
+            raise outcome.error()
         return outcome
 
-    def _parse(self, text: str) -> DocumentNode | GraphQLError:
+    def _parse(self, text: str) -> DocumentNode | _Failed:
         try:
             return parse(text, max_tokens=self.max_tokens)
         except GraphQLSyntaxError as error:
-            return token_limit_error(error, self.max_tokens) or error
+            return _Failed(
+                error.source or Source(text),
+                next(iter(error.positions or ()), 0),
+                error.description,
+                self.max_tokens,
+            )
 
     def validate(
         self,
@@ -128,6 +167,8 @@ class DocumentPolicy:
         errors = known.get((schema, rules))
         if errors is None:
             errors = self._validate(schema, document, rules)
+            for error in errors:
+                _drop_tracebacks(error)
             # An error on the document node itself would keep the document alive.
             if not any(node is document for e in errors for node in e.nodes or ()):
                 known[schema, rules] = errors
