@@ -548,34 +548,21 @@ def _like(column: Any) -> Any:
     return func.lower(column).like(_p("pattern"), escape="\\")
 
 
-_MATCHING_SKUS = Statement(
-    lambda d: select(literal_column("'s'", String), product_table.c.sku).where(
+def _matching_skus() -> Any:
+    return select(literal_column("'s'", String), product_table.c.sku).where(
         _like(product_table.c.sku)
     )
-)
-_MATCHING_SKUS_AND_USERS = Statement(
-    lambda d: (
-        select(literal_column("'s'", String), product_table.c.sku)
-        .where(_like(product_table.c.sku))
-        .union_all(
-            select(literal_column("'u'", String), users.c.id.cast(String)).where(
-                _like(users.c.email)
-            )
-        )
-    )
-)
 
-_MATCHING_SKUS_AND_EMAIL = Statement(
-    lambda d: (
-        select(literal_column("'s'", String), product_table.c.sku)
-        .where(_like(product_table.c.sku))
-        .union_all(
-            select(literal_column("'u'", String), users.c.id.cast(String)).where(
-                users.c.email == _p("email")
-            )
-        )
-    )
-)
+
+def _and_users(users_matching: Any) -> Any:
+    """The matching SKUs, then the ids of the users `users_matching` picks."""
+    matched = select(literal_column("'u'", String), users.c.id.cast(String))
+    return _matching_skus().union_all(matched.where(users_matching))
+
+
+_MATCHING_SKUS = Statement(lambda d: _matching_skus())
+_MATCHING_SKUS_AND_USERS = Statement(lambda d: _and_users(_like(users.c.email)))
+_MATCHING_SKUS_AND_EMAIL = Statement(lambda d: _and_users(users.c.email == _p("email")))
 
 
 async def search_terms(
