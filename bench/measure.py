@@ -3,6 +3,7 @@ CPU time per request, answers checked."""
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,11 @@ class Workload:
     count_xacts: bool = False
 
 
+# Workloads whose database side is profiled (bench/pgstats.py, WaitSampler): the writes,
+# which serialise on the event log's lock (docs/events.md).
+WAIT_PROFILED = frozenset({"writes", "webhooks"})
+
+
 def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, Any] | None:
     args = run.args
     what = f"{config} {w.key}/{w.side}"
@@ -96,15 +102,21 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
         cpu_before = cpu_seconds(pids)
         per_worker_before = [cpu_seconds([p]) for p in workers]
         db_before = pgstats.snapshot(run.admin_dsn, run.db_name)
-        result = run_load(
-            w.spec,
-            server.url,
-            duration=args.duration,
-            connections=args.connections,
-            cpus="1" if server.pinned else None,
-            workdir=run.workdir,
-            use_wrk=args.wrk,
+        waits = (
+            pgstats.WaitSampler(run.admin_dsn, run.db_name)
+            if w.key in WAIT_PROFILED and run.db_name and not args.smoke
+            else contextlib.nullcontext()
         )
+        with waits:
+            result = run_load(
+                w.spec,
+                server.url,
+                duration=args.duration,
+                connections=args.connections,
+                cpus="1" if server.pinned else None,
+                workdir=run.workdir,
+                use_wrk=args.wrk,
+            )
         cpu = cpu_seconds(pids) - cpu_before
         per_worker = [cpu_seconds([p]) - b for p, b in zip(workers, per_worker_before, strict=True)]
         db_after = pgstats.snapshot(run.admin_dsn, run.db_name)
@@ -143,6 +155,8 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
         "cpu_seconds": cpu,
         # PostgreSQL's side (bench/pgstats.py): transactions and backend CPU per request.
         **db,
+        # What the database's backends were doing meanwhile (writes and webhooks).
+        "db_waits": waits.busiest() if isinstance(waits, pgstats.WaitSampler) else [],
         # How the work fell on uvicorn's workers (they share one listening socket).
         "worker_cpu_share": [round(c / sum(per_worker), 2) for c in per_worker]
         if len(per_worker) > 1 and sum(per_worker) > 0

@@ -479,6 +479,32 @@ def _results_table(results: list[dict[str, Any]], config: str) -> list[str]:
     return lines
 
 
+def _waits_section(results: list[dict[str, Any]]) -> list[str]:
+    """The database side of the writes: what their backends were doing (WaitSampler)."""
+    rows = [r for r in results if r.get("db_waits")]
+    if not rows:
+        return []
+    out = [
+        "## The database side of the writes",
+        "",
+        "What the bench database's backends were doing during each write measurement "
+        "(`pg_stat_activity` sampled every 20 ms, `bench/pgstats.py`): the average number "
+        "of backends in each state, at which statement. `Lock:advisory` is the event log's "
+        "lock (docs/events.md): every event-writing transaction holds it from its event's "
+        "insert to its commit; `Client:ClientRead (idle in transaction)` is a backend waiting "
+        "for the service's next statement; `IO:WALSync` the commit's flush.",
+        "",
+        "| run | workload | path | backends on average: state, statement |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        busiest = "<br>".join(
+            f"{n:.2f} {label.replace('|', '·')}" for label, n in r["db_waits"][:4]
+        )
+        out.append(f"| {r['config']} | {r['workload']} | {r['side']} | {busiest} |")
+    return [*out, ""]
+
+
 def _profile_section(profiles: list[dict[str, Any]]) -> list[str]:
     if not profiles:
         return []
@@ -657,6 +683,7 @@ def render(
     ]
     for config in _configs(results):
         lines += [f"## Results: {config}", "", *_results_table(results, config), ""]
+    lines += _waits_section(results)
     if fanout:
         lines += [
             "## Fan-out: one server process (pinned to CPU 0), idle subscribers",
