@@ -47,9 +47,11 @@ _light_args: tuple[Any, Any, Any] | None = None
 # Bound by `enable()` (opentelemetry.trace's and .context's).
 _SpanKind: Any = None
 _SpanContext: Any = None
-_attach: Any = None
 _detach: Any = None
 _set_span_in_context: Any = None
+# opentelemetry.context's `Context` and the key of the current span in it (`_Current`).
+_Context: Any = None
+_SPAN_KEY: Any = None
 _instrumentors: list[Any] = []
 # The provider's id generator, wrapped (`_Ids`), and the root sampler's bound on a trace
 # id's low 64 bits when `ServerSpans` can take the sampling decision of a new trace itself
@@ -183,7 +185,8 @@ def enable(provider: Any) -> None:
     (httpx's instrumentation: per client, `instrument_httpx`)."""
     global ENABLED, _tracer, _provider, _current_context, _suppress_key, _current_span
     global _set_context, _reset_context, _unsampled_flags
-    global _Light, _light_args, _SpanKind, _SpanContext, _attach, _detach, _set_span_in_context
+    global _Light, _light_args, _SpanKind, _SpanContext, _detach, _set_span_in_context
+    global _Context, _SPAN_KEY
     from opentelemetry import context
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
     from opentelemetry.trace import SpanContext, SpanKind, get_current_span, set_span_in_context
@@ -191,7 +194,10 @@ def enable(provider: Any) -> None:
     global _ids, _root_bound
     disable()
     _SpanKind, _SpanContext, _set_span_in_context = SpanKind, SpanContext, set_span_in_context
-    _attach, _detach = context.attach, context.detach
+    _detach = context.detach
+    from opentelemetry.trace.propagation import _SPAN_KEY as span_key
+
+    _Context, _SPAN_KEY = context.Context, span_key
     variable = getattr(getattr(context, "_RUNTIME_CONTEXT", None), "_current_context", None)
     _current_context = variable.get if variable is not None else context.get_current
     _set_context = variable.set if variable is not None else context.attach
@@ -385,7 +391,7 @@ class ServerSpans:
         ctx = trace.set_span_in_context(span, parent)
         if not recording:
             ctx = context.set_value(self._suppress_key, True, ctx)
-        token = context.attach(ctx)
+        token = _set_context(ctx)
         try:
             if not recording:
                 await self.app(scope, receive, send)
@@ -407,7 +413,7 @@ class ServerSpans:
                 span.record_exception(exc)
                 raise
         finally:
-            context.detach(token)
+            _reset_context(token)
             span.end()
 
 
@@ -466,7 +472,7 @@ def _light_span_class() -> Any:
             self._parent = parent
             self._kind = kind
             self._attributes = dict(attributes) if attributes else {}
-            self._events: list[Any] = []
+            self._events: Any = ()  # a list once there is an event (`add_event`)
             self._links = ()
             self._status = unset
             self._resource = resource
@@ -493,7 +499,7 @@ def _light_span_class() -> Any:
 
         def add_event(self, name: str, attributes: Any = None, timestamp: Any = None) -> None:
             if self._end_time is None:
-                self._events.append(Event(name, attributes, timestamp))
+                self._events = [*self._events, Event(name, attributes, timestamp)]
 
         def update_name(self, name: str) -> None:
             if self._end_time is None:
@@ -548,7 +554,9 @@ class _Current:
         self._span = span
 
     def __enter__(self) -> Any:
-        self._token = _attach(_set_span_in_context(self._span))
+        # `set_span_in_context` and `attach`, without their four calls: the current
+        # context with the span in it, set in the SDK's context variable.
+        self._token = _set_context(_Context({**_current_context(), _SPAN_KEY: self._span}))
         return self._span
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
@@ -557,7 +565,10 @@ class _Current:
             if isinstance(exc, Exception) and span.is_recording():
                 _record_error(span, exc)
         finally:
-            _detach(self._token)
+            try:
+                _reset_context(self._token)
+            except ValueError:  # left in another context than it was entered: `detach` too
+                _detach(self._token)
             span.end()
 
 
@@ -612,17 +623,15 @@ def name_operation(label: str, op_type: str) -> None:
         current.set_attributes({"graphql.operation.name": label, "graphql.operation.type": op_type})
 
 
-@contextlib.contextmanager
-def operation_span(label: str, op_type: str) -> Iterator[None]:
+def operation_span(label: str, op_type: str) -> contextlib.AbstractContextManager[Any]:
     """The GraphQL operation: one span per operation, none per field."""
-    with _Current(
+    return _Current(
         _child(
             f"{op_type} {label}",
             _SpanKind.INTERNAL,
             {"graphql.operation.name": label, "graphql.operation.type": op_type},
         )
-    ):
-        yield
+    )
 
 
 def statement_span(system: str, text: str) -> contextlib.AbstractContextManager[Any]:
