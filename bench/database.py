@@ -112,7 +112,17 @@ async def payment_batch(run: Run, size: int) -> tuple[str, Path, int]:
     tag = f"b{run.batches}"
     conn = await connect(run)
     try:
-        rows = await conn.fetch(SEED_PAYMENTS, run.users["payer"], tag, size)
+        for attempt in range(5):
+            try:
+                rows = await conn.fetch(SEED_PAYMENTS, run.users["payer"], tag, size)
+                break
+            except asyncpg.DeadlockDetectedError:
+                # The servers of the measurement before may still be settling the last
+                # batch (status changes, counters) against these rows: PostgreSQL chose
+                # this statement to roll back, so it can simply run again.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5)
     finally:
         await conn.close()
     path = run.workdir / f"webhooks-{tag}.tsv"

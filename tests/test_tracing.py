@@ -357,6 +357,70 @@ async def test_unsampled_requests_record_nothing_but_still_have_a_trace_id(
         assert len(request_id) == 32 and int(request_id, 16) > 0
 
 
+async def test_an_unsampled_new_trace_names_its_log_lines_and_messages(
+    no_new_traces: Traces,
+) -> None:
+    """An unsampled request's context holds its trace id and no span (`ServerSpans`):
+    its log lines, its request id and the `traceparent` of what it publishes still carry
+    that id, marked unsampled, so a subscriber makes no span either; and the context is
+    the caller's again once the request is answered."""
+    logger = logging.getLogger("order_service.test_tracing")
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["trace_id"] = tracing.current_trace_id()
+        seen["active"] = tracing.active()
+        with tracing.publish_span("order-status", relay=False) as wrap:
+            seen["message"] = wrap(b'{"a":1}')
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "hello", (), None)
+        seen["line"] = orjson.loads(JsonFormatter().format(record))
+
+    scope = {"type": "http", "path": "/graphql", "method": "POST", "headers": []}
+    await tracing.wrap_asgi(app)(scope, None, None)
+    trace_id = seen["trace_id"]
+    assert len(trace_id) == 32 and int(trace_id, 16) > 0
+    assert seen["active"] is False
+    assert seen["line"]["trace_id"] == trace_id
+    traceparent = tracing.envelope_traceparent(seen["message"])
+    assert traceparent is not None
+    version, sent_trace, span_id, flags = traceparent.split("-")
+    assert (version, sent_trace, flags) == ("00", trace_id, "02")
+    assert int(span_id, 16) > 0
+    with tracing.consume_span(seen["message"], "order-status"):
+        pass
+    assert no_new_traces.spans == []
+    assert tracing.current_trace_id() is None
+
+
+@pytest.fixture
+def ratio_zero_traces() -> Iterator[Traces]:
+    yield from _traces(ParentBasedTraceIdRatio(0))
+
+
+async def test_sampler_zero_records_nothing_but_continues_a_sampled_traceparent(
+    ratio_zero_traces: Traces, client: GraphQLClient
+) -> None:
+    """OTEL_TRACES_SAMPLER_ARG=0: every new trace unsampled (no span, not even the
+    server's), each still with an id of its own; an incoming sampled `traceparent` is
+    traced all the same."""
+    request_ids = set()
+    for _ in range(5):
+        response = await client.http.post("/graphql", json={"query": "{ __typename }"})
+        assert response.status_code == 200
+        request_ids.add(response.headers["x-request-id"])
+    token = await client.signup("zero@example.com")
+    await client.create_order(token, "z-1")
+    assert ratio_zero_traces.spans == []
+    assert len(request_ids) == 5 and all(len(r) == 32 for r in request_ids)
+    response = await client.http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"traceparent": INCOMING}
+    )
+    assert response.headers["x-request-id"] == INCOMING_TRACE
+    (server,) = [s for s in ratio_zero_traces.spans if s.kind.name == "SERVER"]
+    assert _trace_id(server) == INCOMING_TRACE
+    assert ratio_zero_traces.one("query __typename").parent.span_id == server.context.span_id  # type: ignore[union-attr]
+
+
 async def test_probes_and_scrapes_make_no_spans(traces: Traces, client: GraphQLClient) -> None:
     for path in ("/health", "/ready", "/metrics"):
         assert (await client.http.get(path)).status_code == 200
