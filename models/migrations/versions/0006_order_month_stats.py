@@ -32,10 +32,26 @@ depends_on = None
 
 SHARDS = 16
 
+# An insert (createOrder) or a delete changes one row: a plain upsert. An update of the
+# status or creation time changes two, taken in key order in one statement.
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION order_month_stats_apply() RETURNS trigger AS $$
 BEGIN
-  IF TG_OP = 'UPDATE' AND OLD.status = NEW.status AND OLD.created_at = NEW.created_at THEN
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO order_month_stats AS s (month, status, shard, orders)
+    VALUES (date_trunc('month', NEW.created_at AT TIME ZONE 'UTC')::date, NEW.status,
+            NEW.id % 16, 1)
+    ON CONFLICT (month, status, shard) DO UPDATE SET orders = s.orders + 1;
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'DELETE' THEN
+    INSERT INTO order_month_stats AS s (month, status, shard, orders)
+    VALUES (date_trunc('month', OLD.created_at AT TIME ZONE 'UTC')::date, OLD.status,
+            OLD.id % 16, -1)
+    ON CONFLICT (month, status, shard) DO UPDATE SET orders = s.orders - 1;
+    RETURN NULL;
+  END IF;
+  IF OLD.status = NEW.status AND OLD.created_at = NEW.created_at THEN
     RETURN NULL;
   END IF;
   INSERT INTO order_month_stats AS s (month, status, shard, orders)
@@ -43,11 +59,9 @@ BEGIN
   FROM (
     SELECT date_trunc('month', OLD.created_at AT TIME ZONE 'UTC')::date AS month,
            OLD.status AS status, OLD.id % 16 AS shard, -1 AS orders
-    WHERE TG_OP IN ('UPDATE', 'DELETE')
     UNION ALL
     SELECT date_trunc('month', NEW.created_at AT TIME ZONE 'UTC')::date, NEW.status,
            NEW.id % 16, 1
-    WHERE TG_OP IN ('INSERT', 'UPDATE')
   ) AS d
   GROUP BY d.month, d.status, d.shard
   ORDER BY d.month, d.status, d.shard
