@@ -368,6 +368,12 @@ async def test_a_deep_page_of_a_date_sort_is_the_offset_page(
                     assert by_days == by_offset, asked
                     assert (by_days["total"], by_days["totalIsExact"]) == (len(want), True)
     assert True in jumped and False in jumped
+    # Far past the last order (an offset past 2**31 too): no orders, the same total.
+    for page in (10**6, 10**9):
+        for sort in ("NEWEST", "OLDEST"):
+            monkeypatch.setattr(queries, "DAY_JUMP_FROM", 0)
+            far = await _page(client, admin, sort=sort, page=page, limit=7)
+            assert (far["items"], far["total"], far["nextCursor"]) == ([], len(made), None)
     # Other sorts, a search, a range or a user's own list keep the plain OFFSET.
     jumped.clear()
     monkeypatch.setattr(queries, "DAY_JUMP_FROM", 0)
