@@ -605,7 +605,7 @@ def page_statement(
     """The statement `read_page` runs for this filter (its parameters: `where.params()`,
     `limit`, `offset` and `reach`; `after_key`, `after_id` with `keyset`; `first_day`,
     `end_day`, `head_*`, `tail_*` with a date range: see `read_page`). `by_days`: the
-    page starts at the UTC day the offset falls in (`day_jump`), only for `jumps(where)`."""
+    page starts at the UTC day the offset falls in (`_day_jump`), only for `jumps(where)`."""
     return _page_read_statement((*where.shape(), keyset), with_lines, with_owners, by_days)
 
 
@@ -616,8 +616,9 @@ DAY_JUMP_FROM = 1_000
 
 
 def jumps(where: OrderFilter) -> bool:
-    """Whether the day counts can place a page of this filter: the date sorts, over all
-    orders or one status (what `order_day_stats` counts), no search, owner or range."""
+    """Whether the month and day counts can place a page of this filter: the date sorts,
+    over all orders or one status (what `order_month_stats` and `order_day_stats` count),
+    no search, owner or range."""
     return (
         OrderSort(where.sort) in (OrderSort.NEWEST, OrderSort.OLDEST)
         and where.pattern is None
