@@ -69,11 +69,14 @@ SQL_ORDER_PAID = (
 # they were the service's relay's work during the measurements that came next (it
 # published the baseline's ~5,000 rows at 500 a second, beside the service's webhooks).
 # The event log's rule (docs/events.md): its lock, held to the commit, then the event.
-SQL_LOCK_LOG = f"SELECT pg_advisory_xact_lock({EVENT_LOG_LOCK})"
+# As the service does it (models/queries.py, _insert_outbox_locked): the lock taken by
+# the insert itself, one round trip.
 SQL_OUTBOX = (
+    f"WITH log_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({EVENT_LOG_LOCK})) "
     "INSERT INTO outbox (topic, payload, created_at, published_at, order_id, user_id, kind, "
     "source, actor_id, status, previous_status, version) "
-    "VALUES ('order.status_changed', $1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    "SELECT 'order.status_changed', $1, $2::timestamptz, $2::timestamptz, $3::int, $4::int, "
+    "$5, $6, $7::int, $8, $9, $10::int FROM log_lock"
 )
 
 
@@ -165,7 +168,6 @@ def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
                 )
                 created = {"order_id": order_id, "user_id": user_id, "status": "PENDING",
                            "previous_status": None, "version": 1, "kind": "CREATED"}  # fmt: skip
-                await conn.execute(SQL_LOCK_LOG)
                 await conn.execute(
                     SQL_OUTBOX, orjson.dumps(created).decode(), now, order_id, user_id,
                     "CREATED", "USER", user_id, "PENDING", None, 1,
@@ -200,7 +202,6 @@ def mount_baselines(app: Starlette, settings: Settings) -> Starlette:
                     "version": changed["version"],
                     "changed_at": now.isoformat(),
                 }
-                await conn.execute(SQL_LOCK_LOG)
                 await conn.execute(
                     SQL_OUTBOX, orjson.dumps(payload).decode(), now, order_id,
                     changed["user_id"], "PAYMENT_SUCCEEDED", "PAYMENT_PROVIDER", None, "PAID",

@@ -276,6 +276,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "32-connection throughput is compared with (default %(default)s)",
     )
     scale.add_argument(
+        "--scale-migrate-from",
+        metavar="REVISION",
+        help="measure the migrations after REVISION together (default: the newest alone)",
+    )
+    scale.add_argument(
         "--no-scale-migrate",
         dest="scale_migrate",
         action="store_false",

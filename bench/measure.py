@@ -3,6 +3,7 @@ CPU time per request, answers checked."""
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,24 @@ class Workload:
     count_xacts: bool = False
 
 
+# Workloads whose database side is profiled (bench/pgstats.py, WaitSampler): the writes,
+# which serialise on the event log's lock (docs/events.md).
+WAIT_PROFILED = frozenset({"writes", "webhooks"})
+
+
+def _cache_misses(url: str) -> int | None:
+    """The service's `cache_requests_total{result="miss"}` from /metrics (None for a
+    server without it, such as the baseline's or a reference app)."""
+    try:
+        page = httpx.get(url + "/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    for line in page.splitlines():
+        if line.startswith('cache_requests_total{result="miss"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return None
+
+
 def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, Any] | None:
     args = run.args
     what = f"{config} {w.key}/{w.side}"
@@ -96,16 +115,24 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
         cpu_before = cpu_seconds(pids)
         per_worker_before = [cpu_seconds([p]) for p in workers]
         db_before = pgstats.snapshot(run.admin_dsn, run.db_name)
-        result = run_load(
-            w.spec,
-            server.url,
-            duration=args.duration,
-            connections=args.connections,
-            cpus="1" if server.pinned else None,
-            workdir=run.workdir,
-            use_wrk=args.wrk,
+        waits = (
+            pgstats.WaitSampler(run.admin_dsn, run.db_name)
+            if w.key in WAIT_PROFILED and run.db_name and not args.smoke
+            else contextlib.nullcontext()
         )
+        misses_before = _cache_misses(server.url) if w.key == "reads_warm" else None
+        with waits:
+            result = run_load(
+                w.spec,
+                server.url,
+                duration=args.duration,
+                connections=args.connections,
+                cpus="1" if server.pinned else None,
+                workdir=run.workdir,
+                use_wrk=args.wrk,
+            )
         cpu = cpu_seconds(pids) - cpu_before
+        misses_after = _cache_misses(server.url) if misses_before is not None else None
         per_worker = [cpu_seconds([p]) - b for p, b in zip(workers, per_worker_before, strict=True)]
         db_after = pgstats.snapshot(run.admin_dsn, run.db_name)
         db = {
@@ -143,6 +170,13 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
         "cpu_seconds": cpu,
         # PostgreSQL's side (bench/pgstats.py): transactions and backend CPU per request.
         **db,
+        # Cached reads: how many missed the cache during the measurement (a burst of
+        # misses at an entry's expiry shows here).
+        "cache_misses": None
+        if misses_before is None or misses_after is None
+        else misses_after - misses_before,
+        # What the database's backends were doing meanwhile (writes and webhooks).
+        "db_waits": waits.busiest() if isinstance(waits, pgstats.WaitSampler) else [],
         # How the work fell on uvicorn's workers (they share one listening socket).
         "worker_cpu_share": [round(c / sum(per_worker), 2) for c in per_worker]
         if len(per_worker) > 1 and sum(per_worker) > 0

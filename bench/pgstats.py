@@ -24,6 +24,9 @@ server.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import threading
 import time
 from dataclasses import dataclass
 
@@ -111,3 +114,71 @@ def cpu_us_per_request(
     # A backend that connected during the measurement started from nothing.
     spent = sum(t - before.backend_cpu.get(pid, 0.0) for pid, t in after.backend_cpu.items())
     return max(spent, 0.0) / requests * 1e6
+
+
+# -- what the backends wait on (a profile of the database side of a workload) -----------
+
+WAIT_SAMPLE_SECONDS = 0.02
+
+
+def _state_label(row: asyncpg.Record) -> str:
+    """`Lock:advisory` / `Client:ClientRead (idle in transaction)` / `CPU`, then the
+    first words of the statement (it names the step of the transaction)."""
+    if row["wait_event_type"] is None:
+        state = "CPU" if row["state"] == "active" else str(row["state"])
+    else:
+        state = f"{row['wait_event_type']}:{row['wait_event']}"
+        if row["state"] != "active":
+            state += f" ({row['state']})"
+    statement = " ".join(str(row["query"] or "").split())[:60]
+    return f"{state} | {statement}"
+
+
+class WaitSampler:
+    """Samples `pg_stat_activity` of the bench database every 20 ms on a thread of its
+    own while a load runs, and tells how many backends were, on average, in each state
+    (waiting on a lock, on the client, on the WAL, or running) at which statement: the
+    database side's profile. Each sample costs one small query (about 1% of a core)."""
+
+    def __init__(self, admin_dsn: str, db_name: str) -> None:
+        self._dsn = admin_dsn
+        self._db = db_name
+        self._stop = threading.Event()
+        self._tally: collections.Counter[str] = collections.Counter()
+        self._samples = 0
+        self._thread = threading.Thread(target=self._run, name="pg-waits", daemon=True)
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        # Without a profile the measurement itself goes on.
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            asyncio.run(self._sample())
+
+    async def _sample(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT wait_event_type, wait_event, state, query FROM pg_stat_activity "
+                    "WHERE datname = $1 AND backend_type = 'client backend' AND state <> 'idle' "
+                    "AND pid <> pg_backend_pid()",
+                    self._db,
+                )
+                self._samples += 1
+                self._tally.update(_state_label(r) for r in rows)
+                await asyncio.sleep(WAIT_SAMPLE_SECONDS)
+        finally:
+            await conn.close()
+
+    def busiest(self, top: int = 6) -> list[tuple[str, float]]:
+        """The `top` states with the average number of backends in each."""
+        if not self._samples:
+            return []
+        return [(label, n / self._samples) for label, n in self._tally.most_common(top)]

@@ -1305,9 +1305,26 @@ _EVENT_COLUMNS = [
 _INSERT_OUTBOX = Statement(lambda d: _insert(d, outbox, _EVENT_COLUMNS).returning(*OUTBOX))
 # Held to the commit: event ids are handed out in commit order (resolvers/events.py).
 EVENT_LOG_LOCK = 0x0E7E17
-_LOCK_EVENT_LOG = Statement(
-    lambda d: select(func.pg_advisory_xact_lock(literal_column(str(EVENT_LOG_LOCK))))
-)
+
+
+def _insert_outbox_locked(d: Dialect) -> Any:
+    """PostgreSQL: take the log's lock and insert the event in one statement, one round
+    trip: the lock is held from here to the commit, and every writer of an event waits
+    for it, so the fewer trips between the two the better. The lock is a MATERIALIZED CTE
+    that the inserted row is selected from: it is taken before the row, and so its id
+    (the sequence's default, evaluated for each row), exists."""
+    lock = (
+        select(func.pg_advisory_xact_lock(literal_column(str(EVENT_LOG_LOCK))))
+        .cte("log_lock")
+        .prefix_with("MATERIALIZED")
+    )
+    values = select(
+        *(bindparam(name, type_=outbox.c[name].type) for name in _EVENT_COLUMNS)
+    ).select_from(lock)
+    return d.insert(outbox).from_select(_EVENT_COLUMNS, values).returning(*OUTBOX)
+
+
+_INSERT_OUTBOX_LOCKED = Statement(_insert_outbox_locked)
 _MARK_PUBLISHED = Statement(
     lambda d: update(outbox).where(d.one_of(outbox.c.id, "ids")).values(published_at=_p("now"))
 )
@@ -1349,10 +1366,10 @@ async def insert_outbox(
     conn: Connection, topic: str, payload: str, now: datetime, **event: Any
 ) -> OutboxRow:
     """An event of the log; `event` holds its columns (order_id, user_id, kind, ...)."""
-    if conn.dialect.is_postgres:
-        await conn.value(_LOCK_EVENT_LOG)
+    # PostgreSQL: the log's lock comes with the insert (see _insert_outbox_locked).
+    statement = _INSERT_OUTBOX_LOCKED if conn.dialect.is_postgres else _INSERT_OUTBOX
     row = await conn.one(
-        _INSERT_OUTBOX, OutboxRow, topic=topic, payload=payload, created_at=now, **event
+        statement, OutboxRow, topic=topic, payload=payload, created_at=now, **event
     )
     assert row is not None  # an insert without a conflict clause always writes its row
     return row

@@ -466,6 +466,8 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for field in ("rps", "cpu_us_per_request", "p50_ms", "p99_ms", "db_cpu_us_per_request"):
         values = [r[field] for r in rows if r.get(field) is not None]
         out[field] = statistics.median(values) if values else None
+    misses = [r["cache_misses"] for r in rows if r.get("cache_misses") is not None]
+    out["cache_misses"] = max(misses) if misses else None  # the worst round's
     out["db_xacts_per_request"] = next(
         (r["db_xacts_per_request"] for r in rows if r.get("db_xacts_per_request") is not None),
         None,

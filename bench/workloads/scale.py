@@ -599,10 +599,12 @@ WRITE_LINES = (
 
 
 async def migrate_under_writes(run: Run, db: ScaleDb) -> dict[str, Any]:
-    """Downgrade the newest migration, then run `order-service migrate` while one writer
-    inserts orders (an order and its lines per transaction, as createOrder writes them)
-    back to back: how long the migration took and the longest any write waited."""
+    """Downgrade the newest migration (or to `--scale-migrate-from`), then run
+    `order-service migrate` while one writer inserts orders (an order and its lines per
+    transaction, as createOrder writes them) back to back: how long the migration took and
+    the longest any write waited."""
     head, previous = _revisions(db.url)
+    previous = run.args.scale_migrate_from or previous
     if previous is None:
         return {"skipped": "the newest migration is the first"}
     log(f"scale: downgrading {head} -> {previous} on {db.name}")
