@@ -192,7 +192,7 @@ MONTH_STATS_SQLITE = (
 )
 # Derived tables kept in the writing transaction, each recounted after the load when the
 # schema has it: (table, recount on PostgreSQL, on SQLite). order_day_stats: migration
-# 0003; the counts: 0005_orders_at_scale; order_month_stats: 0006_order_month_stats.
+# 0003; the counts: 0005_orders_at_scale; order_month_stats: 0007_order_month_stats.
 DERIVED = (
     ("order_day_stats", DAY_STATS_PG, DAY_STATS_SQLITE),
     ("order_month_stats", MONTH_STATS_PG, MONTH_STATS_SQLITE),

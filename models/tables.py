@@ -163,7 +163,7 @@ class OrderDayStats(SQLModel, table=True):
 
 class OrderMonthStats(SQLModel, table=True):
     """Orders per UTC month of creation (its first day), current status and shard, kept by
-    the same kind of triggers (migration 0006_order_month_stats): a deep page of the date
+    the same kind of triggers (migration 0007_order_month_stats): a deep page of the date
     sorts finds its month in a few dozen rows a year, then its day in order_day_stats."""
 
     __tablename__ = "order_month_stats"

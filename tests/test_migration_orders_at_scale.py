@@ -1,7 +1,7 @@
 """Migration 0005_orders_at_scale on a database that already holds orders: the counts are
 filled in from them, in batches on PostgreSQL while writers change, add and delete orders,
 and agree with count(*) afterwards; the triggers keep them from then on. Migration
-0006_order_month_stats: the month figures, filled in from the day figures while writers
+0007_order_month_stats: the month figures, filled in from the day figures while writers
 wait, agree with the orders, and the triggers keep them."""
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ async def test_counts_are_filled_in_while_writers_race_the_backfill(
     await _agree(url)
 
 
-# --- 0006_order_month_stats ---------------------------------------------------------------
+# --- 0007_order_month_stats ---------------------------------------------------------------
 
 MONTHS_PG = (
     "SELECT to_char(month, 'YYYY-MM'), status, sum(orders) FROM order_month_stats "
@@ -151,7 +151,7 @@ async def test_month_figures_are_filled_in_from_the_days_while_writers_wait(
     empty_database: str,
 ) -> None:
     url = empty_database
-    await _migrate(url, "0005_orders_at_scale")
+    await _migrate(url, "0006_counts_at_commit")
     await _run(
         url,
         "INSERT INTO users (id, email, password_hash, role, created_at) VALUES "
@@ -186,7 +186,7 @@ async def test_month_figures_are_filled_in_from_the_days_while_writers_wait(
         stamped("after"),
     )
     await _months_agree(url)
-    await _migrate(url, "0005_orders_at_scale", down=True)
+    await _migrate(url, "0006_counts_at_commit", down=True)
     assert not await _present_table(url, "order_month_stats")
 
 

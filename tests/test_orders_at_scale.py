@@ -126,7 +126,7 @@ async def test_totals_stay_exact_under_racing_creates_status_changes_and_cancels
             variables
         )
         assert page["pages"] == math.ceil(page["total"] / 10)
-    # The month figures the deep pages read (0006_order_month_stats) equal a recount.
+    # The month figures the deep pages read (0007_order_month_stats) equal a recount.
     async with client.app.state.services.db.connect() as conn:
         kept = await conn.fetch(_MONTHS_KEPT)
         every = await conn.fetch(_MONTHS_OF_ORDERS)

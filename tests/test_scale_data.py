@@ -113,7 +113,7 @@ async def test_generated_orders_are_consistent(database_url: str, client: GraphQ
             database_url, "SELECT status, sum(orders) FROM order_status_counts GROUP BY status"
         )
         assert {s: int(c) for s, c in kept} == statuses
-    if "order_month_stats" in present:  # 0006_order_month_stats
+    if "order_month_stats" in present:  # 0007_order_month_stats
         kept = await _rows(
             database_url,
             "SELECT month, sum(orders) FROM order_month_stats GROUP BY month HAVING sum(orders) <> 0",

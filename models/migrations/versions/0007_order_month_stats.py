@@ -6,27 +6,29 @@ day in `order_day_stats` (0003), then skips only that day's orders before the pa
 
 `order_month_stats` is kept like `order_day_stats`: triggers on `orders` in the writing
 transaction, for every insert, status or creation-time change and delete, whoever writes;
-a change's rows are locked in key order (the triggers on `orders` fire in name order, so
+on PostgreSQL, like the other counts since 0006_counts_at_commit, as `CONSTRAINT TRIGGER
+... DEFERRABLE INITIALLY DEFERRED`: they count at the commit and hold their rows no longer.
+A change's rows are locked in key order (the triggers on `orders` fire in name order, so
 every writer takes the day rows before the month rows), and the shard (order id mod 16)
 spreads the writers of one month.
 
 It is filled in from `order_day_stats`, not from the orders: 80 rows a day whatever the
 number of orders. The triggers are created first, in the same transaction: creating them
-waits for the writers in flight and holds back new ones until the commit (SHARE ROW
-EXCLUSIVE on `orders`; reads go on), so the fill sees every committed order and no
-change is counted twice. Writers wait for one aggregate of `order_day_stats` (tens of
+waits for the writers in flight (whose deferred day counts are written by their commit)
+and holds back new ones until the commit (SHARE ROW EXCLUSIVE on `orders`; reads go on),
+so the fill sees every committed order and no change is counted twice. Writers wait for one aggregate of `order_day_stats` (tens of
 milliseconds at two years of days).
 
-Revision ID: 0006_order_month_stats
-Revises: 0005_orders_at_scale
+Revision ID: 0007_order_month_stats
+Revises: 0006_counts_at_commit
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_order_month_stats"
-down_revision = "0005_orders_at_scale"
+revision = "0007_order_month_stats"
+down_revision = "0006_counts_at_commit"
 branch_labels = None
 depends_on = None
 
@@ -71,13 +73,12 @@ END
 $$ LANGUAGE plpgsql
 """
 
+_DEFERRED = "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION order_month_stats_apply()"
 _PG_TRIGGERS = (
-    "CREATE TRIGGER orders_month_stats_insert AFTER INSERT ON orders "
-    "FOR EACH ROW EXECUTE FUNCTION order_month_stats_apply()",
-    "CREATE TRIGGER orders_month_stats_update AFTER UPDATE OF status, created_at ON orders "
-    "FOR EACH ROW EXECUTE FUNCTION order_month_stats_apply()",
-    "CREATE TRIGGER orders_month_stats_delete AFTER DELETE ON orders "
-    "FOR EACH ROW EXECUTE FUNCTION order_month_stats_apply()",
+    f"CREATE CONSTRAINT TRIGGER orders_month_stats_insert AFTER INSERT ON orders {_DEFERRED}",
+    "CREATE CONSTRAINT TRIGGER orders_month_stats_update AFTER UPDATE OF status, created_at "
+    f"ON orders {_DEFERRED}",
+    f"CREATE CONSTRAINT TRIGGER orders_month_stats_delete AFTER DELETE ON orders {_DEFERRED}",
 )
 
 # SQLite stores timestamps as the UTC wall clock in text: the month is its first 7 chars.
