@@ -180,11 +180,22 @@ USER_COUNTS = (
     "INSERT INTO user_order_counts (user_id, status, orders) "
     "SELECT user_id, status, count(*) FROM orders GROUP BY 1, 2"
 )
+MONTH_STATS_PG = (
+    "INSERT INTO order_month_stats (month, status, shard, orders) "
+    "SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date, status, id % 16, "
+    "count(*) FROM orders GROUP BY 1, 2, 3"
+)
+MONTH_STATS_SQLITE = (
+    "INSERT INTO order_month_stats (month, status, shard, orders) "
+    "SELECT strftime('%Y-%m-01', created_at), status, id % 16, count(*) FROM orders "
+    "GROUP BY 1, 2, 3"
+)
 # Derived tables kept in the writing transaction, each recounted after the load when the
 # schema has it: (table, recount on PostgreSQL, on SQLite). order_day_stats: migration
-# 0003; the counts: 0005_orders_at_scale.
+# 0003; the counts: 0005_orders_at_scale; order_month_stats: 0007_order_month_stats.
 DERIVED = (
     ("order_day_stats", DAY_STATS_PG, DAY_STATS_SQLITE),
+    ("order_month_stats", MONTH_STATS_PG, MONTH_STATS_SQLITE),
     ("order_status_counts", COUNTS_PG_SQLITE, COUNTS_PG_SQLITE),
     ("user_order_counts", USER_COUNTS, USER_COUNTS),
 )

@@ -595,12 +595,95 @@ class PageRead:
 
 
 def page_statement(
-    where: OrderFilter, *, with_lines: bool, with_owners: bool, keyset: bool = False
+    where: OrderFilter,
+    *,
+    with_lines: bool,
+    with_owners: bool,
+    keyset: bool = False,
+    by_days: bool = False,
 ) -> Statement:
     """The statement `read_page` runs for this filter (its parameters: `where.params()`,
     `limit`, `offset` and `reach`; `after_key`, `after_id` with `keyset`; `first_day`,
-    `end_day`, `head_*`, `tail_*` with a date range: see `read_page`)."""
-    return _page_read_statement((*where.shape(), keyset), with_lines, with_owners)
+    `end_day`, `head_*`, `tail_*` with a date range: see `read_page`). `by_days`: the
+    page starts at the UTC day the offset falls in (`_day_jump`), only for `jumps(where)`."""
+    return _page_read_statement((*where.shape(), keyset), with_lines, with_owners, by_days)
+
+
+# From this offset on, a page of the date sorts (no text search, no owner, no date range)
+# starts at the day its offset falls in (`_day_jump`) instead of skipping every order
+# before it. Below it the plain OFFSET reads at most this many index entries anyway.
+DAY_JUMP_FROM = 1_000
+
+
+def jumps(where: OrderFilter) -> bool:
+    """Whether the month and day counts can place a page of this filter: the date sorts,
+    over all orders or one status (what `order_month_stats` and `order_day_stats` count),
+    no search, owner or range."""
+    return (
+        OrderSort(where.sort) in (OrderSort.NEWEST, OrderSort.OLDEST)
+        and where.pattern is None
+        and where.user_id is None
+        and where.created_from is None
+        and where.created_to is None
+    )
+
+
+def _day_jump(d: Dialect, shape: tuple[Any, ...]) -> Any:
+    """Where a page at `offset` of a date sort starts: the UTC day the offset falls in, as
+    one row of `bound` (NEWEST: the start of the next day, the page reads the orders
+    before it; OLDEST: the start of that day, the page reads those from it on) and `skip`
+    (the offset within that day's orders). The month first, from `order_month_stats` (80
+    rows a month at most: months are summed from the first in the sort's order until the
+    offset is reached), then the day within it from `order_day_stats` (a range of its key,
+    80 rows a day at most). No row: the offset is past the last order."""
+    by_status, sort = shape[1], shape[-1]
+    newest = SORT_KEYS[sort][1]
+    offset = bindparam("offset", type_=BigInteger)
+
+    def first_past(table: Any, key: str, where: list[Any], reach: Any, name: str) -> Any:
+        """The first `key` (in the sort's order) by which the running count of orders
+        passes `reach`, and the orders before it."""
+        if by_status:
+            where = [*where, table.c.status == _p("status")]
+        per = (
+            select(table.c[key].label("k"), func.sum(table.c.orders).label("n"))
+            .where(*where)
+            .group_by(table.c[key])
+            .subquery(f"{name}_g")
+        )
+        order = per.c.k.desc() if newest else per.c.k.asc()
+        through = func.sum(per.c.n).over(order_by=order)
+        run = select(
+            per.c.k, (through - per.c.n).label("before"), through.label("through")
+        ).subquery(f"{name}_w")
+        return (
+            select(run.c.k, run.c.before)
+            .where(run.c.through > reach)
+            .order_by(run.c.k.desc() if newest else run.c.k.asc())
+            .limit(literal_column("1", Integer))
+        )
+
+    months = table_of(tables.OrderMonthStats)
+    month = first_past(months, "month", [], offset, "m").cte("m")
+    first = select(month.c.k).scalar_subquery()
+    skipped = select(month.c.before).scalar_subquery()
+    days = table_of(tables.OrderDayStats)
+    if d.is_postgres:
+        after: Any = first.op("+")(literal_column("interval '1 month'"))
+    else:
+        after = func.date(first, "+1 month")
+    in_month = [days.c.day >= first, days.c.day < after]
+    day_row = first_past(days, "day", in_month, offset - skipped, "d").subquery("dd")
+    day: Any = day_row.c.k
+    if d.is_postgres:
+        start = day + literal_column("1", Integer) if newest else day
+        bound = func.timezone(literal_column("'UTC'"), start.cast(DateTime()))
+    else:
+        # Stored timestamps are `YYYY-MM-DD HH:MM:SS.ffffff` (UTC): text that sorts after
+        # its day's `YYYY-MM-DD` and before the next day's.
+        bound = func.date(day, "+1 day") if newest else day
+    skip = (offset - skipped - day_row.c.before).cast(BigInteger)
+    return select(bound.label("bound"), skip.label("skip"))
 
 
 # Result columns of a page row: the table's alias, then the column (`p_id`, `l_sku`).
@@ -608,7 +691,9 @@ PAGE, LINES, OWNERS = "p_", "l_", "u_"
 
 
 @lru_cache(maxsize=256)
-def _page_read_statement(shape: tuple[Any, ...], with_lines: bool, with_owners: bool) -> Statement:
+def _page_read_statement(
+    shape: tuple[Any, ...], with_lines: bool, with_owners: bool, by_days: bool = False
+) -> Statement:
     filter_shape, keyset = shape[:-1], shape[-1]
     sort = filter_shape[-1]
 
@@ -621,7 +706,16 @@ def _page_read_statement(shape: tuple[Any, ...], with_lines: bool, with_owners: 
         columns = [o.c[c.key] for c in ORDER]
         # An offset past 2**31 (a page far beyond the last) is a page with no rows.
         limit = bindparam("limit", type_=BigInteger)
-        offset = bindparam("offset", type_=BigInteger)
+        offset: Any = bindparam("offset", type_=BigInteger)
+        if by_days:
+            # The day the offset falls in bounds the sort's index range; only that day's
+            # orders before the page are skipped. No day (past the last order): no rows.
+            jump = _day_jump(d, filter_shape).cte("j")
+            bound = select(jump.c.bound).scalar_subquery()
+            newest = SORT_KEYS[sort][1]
+            base.append(o.c.created_at < bound if newest else o.c.created_at >= bound)
+            skip = select(jump.c.skip).scalar_subquery()
+            offset = func.coalesce(skip, literal_column("0", BigInteger))
         if not filter_shape[2]:
             page = (
                 select(*columns)
@@ -714,14 +808,21 @@ async def read_page(
     page's lines and owners: one statement, one round trip, where the four reads cost
     four. The total never counts the orders but for a text search (up to
     SEARCH_COUNT_CAP), a user's date range, or the partial days at the ends of a range:
-    counts kept by triggers hold the rest (migration 0005_orders_at_scale)."""
+    counts kept by triggers hold the rest (migration 0005_orders_at_scale). A deep page
+    of a date sort (`offset` from DAY_JUMP_FROM, `jumps(where)`) skips whole days by
+    their counts (`_day_jump`): its cost grows with the orders of one day, not with the
+    page number."""
     if where.pattern is not None and (where.skus is None or where.user_ids is None):
         skus, user_ids = await search_terms(
             conn, where.pattern, emails=where.match_emails, email=where.email
         )
         where = replace(where, skus=skus, user_ids=user_ids)
     stmt = page_statement(
-        where, with_lines=with_lines, with_owners=with_owners, keyset=after is not None
+        where,
+        with_lines=with_lines,
+        with_owners=with_owners,
+        keyset=after is not None,
+        by_days=after is None and offset >= DAY_JUMP_FROM and jumps(where),
     )
     compiled = stmt.compiled(conn.dialect)
     params = where.params()

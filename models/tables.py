@@ -161,6 +161,19 @@ class OrderDayStats(SQLModel, table=True):
     amount_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class OrderMonthStats(SQLModel, table=True):
+    """Orders per UTC month of creation (its first day), current status and shard, kept by
+    the same kind of triggers (migration 0007_order_month_stats): a deep page of the date
+    sorts finds its month in a few dozen rows a year, then its day in order_day_stats."""
+
+    __tablename__ = "order_month_stats"
+
+    month: date = Field(primary_key=True)
+    status: str = Field(primary_key=True, max_length=16)
+    shard: int = Field(primary_key=True)
+    orders: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class OrderStatusCount(SQLModel, table=True):
     """How many orders have each status, kept by triggers on `orders` (migration
     0005_orders_at_scale) in the writing transaction: the unfiltered and per-status totals

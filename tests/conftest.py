@@ -42,7 +42,7 @@ os.environ["FAST_PATHS"] = FAST_PATHS
 
 _TABLES = (
     "outbox, webhook_inbox, payment_dead_letters, payments, order_lines, orders, users, products, "
-    "order_day_stats, order_status_counts, user_order_counts"
+    "order_day_stats, order_month_stats, order_status_counts, user_order_counts"
 )
 
 

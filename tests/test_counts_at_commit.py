@@ -14,7 +14,12 @@ from tests.conftest import USE_PG
 
 pytestmark = pytest.mark.skipif(not USE_PG, reason="SQLite has one writer at a time")
 
-COUNTERS = ("order_day_stats", "order_status_counts", "user_order_counts")
+COUNTERS = (
+    "order_day_stats",
+    "order_month_stats",
+    "order_status_counts",
+    "user_order_counts",
+)
 MY_PAID = "query { orders(status: PAID) { total totalIsExact } }"
 
 

@@ -1,11 +1,14 @@
 """Migration 0005_orders_at_scale on a database that already holds orders: the counts are
 filled in from them, in batches on PostgreSQL while writers change, add and delete orders,
-and agree with count(*) afterwards; the triggers keep them from then on."""
+and agree with count(*) afterwards; the triggers keep them from then on. Migration
+0007_order_month_stats: the month figures, filled in from the day figures while writers
+wait, agree with the orders, and the triggers keep them."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -111,3 +114,86 @@ async def test_counts_are_filled_in_while_writers_race_the_backfill(
         (INSERT, {"user": 3, "status": "SHIPPED", "token": "after"}),
     )
     await _agree(url)
+
+
+# --- 0007_order_month_stats ---------------------------------------------------------------
+
+MONTHS_PG = (
+    "SELECT to_char(month, 'YYYY-MM'), status, sum(orders) FROM order_month_stats "
+    "GROUP BY 1, 2 HAVING sum(orders) <> 0 ORDER BY 1, 2"
+)
+MONTHS_COUNTED_PG = (
+    "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM'), status, count(*) FROM orders "
+    "GROUP BY 1, 2 ORDER BY 1, 2"
+)
+MONTHS_SQLITE = (
+    "SELECT substr(month, 1, 7), status, sum(orders) FROM order_month_stats "
+    "GROUP BY 1, 2 HAVING sum(orders) <> 0 ORDER BY 1, 2"
+)
+MONTHS_COUNTED_SQLITE = (
+    "SELECT strftime('%Y-%m', created_at), status, count(*) FROM orders GROUP BY 1, 2 ORDER BY 1, 2"
+)
+STAMPED = (
+    "INSERT INTO orders (user_id, status, version, client_token, items_fingerprint, "
+    "amount_cents, created_at, updated_at) VALUES (:user, :status, 1, :token, 'f', 1000, "
+    ":at, :at)"
+)
+
+
+async def _months_agree(url: str) -> None:
+    kept = await _rows(url, MONTHS_PG if USE_PG else MONTHS_SQLITE)
+    counted = await _rows(url, MONTHS_COUNTED_PG if USE_PG else MONTHS_COUNTED_SQLITE)
+    assert [(m, s, int(str(n))) for m, s, n in kept] == [(m, s, int(str(n))) for m, s, n in counted]
+    assert kept
+
+
+async def test_month_figures_are_filled_in_from_the_days_while_writers_wait(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    await _migrate(url, "0006_counts_at_commit")
+    await _run(
+        url,
+        "INSERT INTO users (id, email, password_hash, role, created_at) VALUES "
+        "(1, 'm1@example.com', 'x', 'USER', CURRENT_TIMESTAMP)",
+    )
+    rng = random.Random(6)
+    start = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
+
+    def stamped(token: str) -> tuple[str, dict[str, object]]:
+        at = start + timedelta(hours=rng.randrange(24 * 70), microseconds=rng.randrange(10**6))
+        if not USE_PG:
+            at = at.replace(tzinfo=None)  # SQLite: the UTC wall clock, as the app stores it
+        params = {"user": 1, "status": rng.choice(STATUSES), "token": token, "at": at}
+        return STAMPED, params
+
+    await _run(url, *(stamped(f"s{n}") for n in range(200)))
+    migration = asyncio.create_task(_migrate(url, "head"))
+    writes = 0
+    while not migration.done() and USE_PG:  # they wait for the migration's commit
+        await _run(url, stamped(f"w{writes}"), "UPDATE orders SET status = 'PAID' WHERE id = 7")
+        writes += 1
+    await migration
+    await _months_agree(url)
+    # From now on the triggers keep them: status and creation-time changes, deletes.
+    moved = (start + timedelta(days=40)).replace(tzinfo=None if not USE_PG else UTC)
+    await _run(
+        url,
+        "UPDATE orders SET status = 'SHIPPED' WHERE id IN (SELECT id FROM orders WHERE status = 'PENDING' LIMIT 5)",
+        ("UPDATE orders SET created_at = :at WHERE id IN (3, 4, 5)", {"at": moved}),
+        "UPDATE orders SET status = status WHERE id = 10",
+        "DELETE FROM orders WHERE id IN (SELECT id FROM orders ORDER BY id LIMIT 3)",
+        stamped("after"),
+    )
+    await _months_agree(url)
+    await _migrate(url, "0006_counts_at_commit", down=True)
+    assert not await _present_table(url, "order_month_stats")
+
+
+async def _present_table(url: str, name: str) -> bool:
+    sql = (
+        f"SELECT to_regclass('{name}') IS NOT NULL"
+        if USE_PG
+        else f"SELECT count(*) FROM sqlite_master WHERE name = '{name}'"  # noqa: S608
+    )
+    return bool((await _rows(url, sql))[0][0])

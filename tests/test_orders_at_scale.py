@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, func, select, text, update
 
-from models import queries
+from models import queries, tables
 from models.db import null_pool_engine
+from models.rows import table_of
 from models.sql import Statement
 from models.state import OrderSort, OrderStatus
 from resolvers.orders import as_order_id
@@ -125,6 +126,34 @@ async def test_totals_stay_exact_under_racing_creates_status_changes_and_cancels
             variables
         )
         assert page["pages"] == math.ceil(page["total"] / 10)
+    # The month figures the deep pages read (0007_order_month_stats) equal a recount.
+    async with client.app.state.services.db.connect() as conn:
+        kept = await conn.fetch(_MONTHS_KEPT)
+        every = await conn.fetch(_MONTHS_OF_ORDERS)
+    assert _months(kept) == _months(every) and sum(int(r[2]) for r in kept) > 12
+
+
+_MONTH_STATS = table_of(tables.OrderMonthStats)
+_MONTHS_KEPT = Statement(
+    lambda d: select(
+        _MONTH_STATS.c.month, _MONTH_STATS.c.status, func.sum(_MONTH_STATS.c.orders)
+    ).group_by(_MONTH_STATS.c.month, _MONTH_STATS.c.status)
+)
+_MONTHS_OF_ORDERS = Statement(
+    lambda d: select(queries.orders.c.created_at, queries.orders.c.status, text("1"))
+)
+
+
+def _months(rows: list[Any]) -> dict[tuple[str, str], int]:
+    """(month, status): orders, from the kept figures (a month's first day) or from the
+    orders (their creation times, summed here)."""
+    found: dict[tuple[str, str], int] = {}
+    for at, status, n in rows:
+        if isinstance(at, datetime | str):  # SQLite gives text; times in UTC
+            at = tables.as_utc(at).astimezone(UTC)
+        month = at.strftime("%Y-%m")
+        found[(month, status)] = found.get((month, status), 0) + int(n)
+    return {k: v for k, v in found.items() if v}
 
 
 # --- keyset pages -----------------------------------------------------------------------
@@ -271,6 +300,92 @@ async def test_a_cursor_from_elsewhere_or_forged_is_bad_user_input(client_factor
             admin,
         )
         assert result.code == "BAD_USER_INPUT", key_value
+
+
+# --- deep pages by page number -------------------------------------------------------------
+
+_RESTAMP = Statement(
+    lambda d: (
+        update(queries.orders)
+        .where(queries.orders.c.id == bindparam("id"))
+        .values(created_at=bindparam("at"), updated_at=bindparam("at"), status=bindparam("status"))
+    )
+)
+
+
+async def test_a_deep_page_of_a_date_sort_is_the_offset_page(
+    client_factory: Any, monkeypatch: Any
+) -> None:
+    """A page number past DAY_JUMP_FROM starts at the day its offset falls in (the day
+    counts) instead of skipping every order before it: the same orders as the plain
+    OFFSET page and as the sort itself, with orders on and either side of midnight, ties
+    on one instant and more than one status."""
+    client: GraphQLClient = await client_factory(
+        rate_limit_orders_per_minute=0, cache_ttl_seconds=0
+    )
+    admin = await client.make_admin("admin@example.com")
+    user = await client.signup("deep@example.com")
+    rng = random.Random(50_000)
+    midnight = datetime(2026, 12, 1, tzinfo=UTC)  # a month's first: three months below
+    tick = timedelta(microseconds=1)
+    instants = [
+        midnight + timedelta(days=day) + offset
+        for day in (-1, 0, 1, -31, 2, -2, -30)
+        for offset in (timedelta(0), -tick, tick, timedelta(hours=rng.randrange(1, 23)))
+    ]
+    made: list[dict[str, Any]] = []
+    for n in range(36):
+        order_id = int(await new_order(client, user, f"deep-{n}"))
+        # Some instants get several orders (ties broken by id), some none.
+        at = rng.choice(instants[: 6 + n // 2])
+        status = rng.choice(("PENDING", "PENDING", "PAID", "SHIPPED"))
+        async with client.app.state.services.db.begin() as conn:
+            await conn.execute(_RESTAMP, id=order_id, at=at, status=status)
+        made.append({"id": order_id, "at": at.timestamp(), "status": status})
+
+    jumped: list[bool] = []
+    statement = queries.page_statement
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        jumped.append(kwargs.get("by_days", False))
+        return statement(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "page_statement", spy)
+    for sort in ("NEWEST", "OLDEST"):
+        for status in (None, "PENDING", "PAID"):
+            chosen = [o for o in made if status is None or o["status"] == status]
+            want = _expected(chosen, sort)
+            for limit in (1, 4, 7):
+                for page in range(1, math.ceil(len(want) / limit) + 2):
+                    asked = {"sort": sort, "status": status, "page": page, "limit": limit}
+                    answers = []
+                    for jump_from in (0, 10**9):  # the day counts; the plain OFFSET
+                        monkeypatch.setattr(queries, "DAY_JUMP_FROM", jump_from)
+                        answers.append(await _page(client, admin, **asked))
+                    by_days, by_offset = answers
+                    ids = [int(o["id"]) for o in by_days["items"]]
+                    assert ids == want[(page - 1) * limit : page * limit], asked
+                    assert by_days == by_offset, asked
+                    assert (by_days["total"], by_days["totalIsExact"]) == (len(want), True)
+    assert True in jumped and False in jumped
+    # Far past the last order (an offset past 2**31 too): no orders, the same total.
+    for page in (10**6, 10**9):
+        for sort in ("NEWEST", "OLDEST"):
+            monkeypatch.setattr(queries, "DAY_JUMP_FROM", 0)
+            far = await _page(client, admin, sort=sort, page=page, limit=7)
+            assert (far["items"], far["total"], far["nextCursor"]) == ([], len(made), None)
+    # Other sorts, a search, a range or a user's own list keep the plain OFFSET.
+    jumped.clear()
+    monkeypatch.setattr(queries, "DAY_JUMP_FROM", 0)
+    for asked in (
+        {"sort": "AMOUNT_HIGH", "page": 3},
+        {"sort": "RECENTLY_UPDATED", "page": 3},
+        {"q": "widget", "page": 3},
+        {"from": (midnight - timedelta(days=1)).isoformat(), "page": 2},
+    ):
+        await _page(client, admin, limit=2, **asked)
+    await _page(client, user, limit=2, page=3)
+    assert jumped == [False] * 5
 
 
 # --- q ----------------------------------------------------------------------------------

@@ -113,6 +113,13 @@ async def test_generated_orders_are_consistent(database_url: str, client: GraphQ
             database_url, "SELECT status, sum(orders) FROM order_status_counts GROUP BY status"
         )
         assert {s: int(c) for s, c in kept} == statuses
+    if "order_month_stats" in present:  # 0007_order_month_stats
+        kept = await _rows(
+            database_url,
+            "SELECT month, sum(orders) FROM order_month_stats GROUP BY month HAVING sum(orders) <> 0",
+        )
+        months = Counter(as_utc(o[5]).strftime("%Y-%m-01") for o in orders)
+        assert {str(m): int(c) for m, c in kept} == dict(months)
     if "user_order_counts" in present:
         kept = await _rows(database_url, "SELECT user_id, status, orders FROM user_order_counts")
         counted = Counter((o[1], o[2]) for o in orders)

@@ -101,6 +101,10 @@ def test_every_statement_compiles_on_both_dialects_and_reads_by_name() -> None:
     shapes += [(*(True,) * 7, 2, sort, keyset) for sort in OrderSort for keyset in (False, True)]
     for shape, lines, owners in itertools.product(shapes, (False, True), (False, True)):
         statements.append(queries._page_read_statement(shape, lines, owners))
+    # A deep page of a date sort, over all orders or one status (`queries.jumps`).
+    for status, sort in itertools.product((False, True), (OrderSort.NEWEST, OrderSort.OLDEST)):
+        shape = (False, status, *(False,) * 5, 0, sort, False)
+        statements.append(queries._page_read_statement(shape, True, True, True))
     for stmt in statements:
         for dialect in (POSTGRES, SQLITE):
             compiled = stmt.compiled(dialect)
