@@ -202,7 +202,14 @@ DERIVED = (
 
 
 async def recount_pg(conn: Any) -> list[str]:
-    """Recount every derived table the schema has, on `conn` (asyncpg); their names."""
+    """Recount every derived table the schema has, on `conn` (asyncpg); their names.
+
+    The count triggers are deferred to the commit (migration 0006): changes this
+    transaction made to the orders before the recount would otherwise be counted again
+    at its commit, on top of a recount that already holds them. So they are counted now,
+    before the tables are rebuilt."""
+    if conn.is_in_transaction():
+        await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
     done = []
     for table, sql, _ in DERIVED:
         if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):

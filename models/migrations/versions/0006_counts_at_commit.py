@@ -12,7 +12,10 @@ runs. The counts are the same: a deferred row trigger still runs once per change
 the order the changes were made, inside the same transaction, before it is visible.
 
 On PostgreSQL the triggers become `CONSTRAINT TRIGGER ... DEFERRABLE INITIALLY DEFERRED`
-(the same functions). SQLite has one writer at a time and no deferred triggers: nothing
+(the same functions). One consequence: a transaction that changes orders and then reads
+or rebuilds the counts itself does not see its own changes counted yet; it must run
+`SET CONSTRAINTS ALL IMMEDIATE` first (bench/scaledata.py's recount does). The service
+never reads counts in a writing transaction. SQLite has one writer at a time and no deferred triggers: nothing
 changes there. Replacing a trigger takes a short ACCESS EXCLUSIVE lock on `orders` (no
 data is read), in one transaction: no change is ever counted twice or missed.
 
