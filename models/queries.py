@@ -1311,8 +1311,8 @@ def _insert_outbox_locked(d: Dialect) -> Any:
     """PostgreSQL: take the log's lock and insert the event in one statement, one round
     trip: the lock is held from here to the commit, and every writer of an event waits
     for it, so the fewer trips between the two the better. The lock is a MATERIALIZED CTE
-    that the inserted row is selected from: it is taken before the row, and so its id
-    (the sequence's default, evaluated for each row), exists."""
+    that the inserted row is selected from: it is taken before the row is formed, so
+    before its id (the sequence's default, evaluated for each row) is drawn."""
     lock = (
         select(func.pg_advisory_xact_lock(literal_column(str(EVENT_LOG_LOCK))))
         .cte("log_lock")
