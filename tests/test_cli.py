@@ -121,7 +121,9 @@ def test_migrate_create_admin_seed_demo_and_export_schema(tmp_path: Path) -> Non
     assert sdl.stdout == (REPO / "schema.graphql").read_text()
 
 
-def test_two_instances_migrating_at_once_do_no_harm(database_url: str, tmp_path: Path) -> None:
+def test_two_instances_migrating_at_once_do_no_harm(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     # A fresh database of the backend under test, migrated by two processes at once.
     if database_url.startswith("sqlite"):
         url = f"sqlite+aiosqlite:///{tmp_path / 'race.db'}"
@@ -131,22 +133,16 @@ def test_two_instances_migrating_at_once_do_no_harm(database_url: str, tmp_path:
 
         name = f"race_{os.getpid()}"
         base = make_url(database_url)
+        psql = ["psql", "-h", base.host or "127.0.0.1", "-U", base.username or "postgres"]
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
         subprocess.run(
-            [
-                "psql",
-                "-h",
-                base.host or "127.0.0.1",
-                "-U",
-                base.username or "postgres",
-                "-d",
-                "postgres",
-                "-qc",
-                f'DROP DATABASE IF EXISTS "{name}"',
-                "-c",
-                f'CREATE DATABASE "{name}"',
-            ],
+            [*psql, "-d", "postgres", "-qc", drop, "-c", f'CREATE DATABASE "{name}"'],
             check=True,
             capture_output=True,
+        )
+        # Not left behind (each run on PostgreSQL used to leave one database).
+        request.addfinalizer(
+            lambda: subprocess.run([*psql, "-d", "postgres", "-qc", drop], capture_output=True)
         )
         url = base.set(database=name).render_as_string(hide_password=False)
     env = {**os.environ, "PYTHONPATH": str(REPO), "DATABASE_URL": url}
