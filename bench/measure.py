@@ -95,21 +95,25 @@ def _cache_misses(url: str) -> int | None:
 def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, Any] | None:
     args = run.args
     what = f"{config} {w.key}/{w.side}"
+
+    def load(spec: LoadSpec, duration: float) -> LoadResult:
+        return run_load(
+            spec,
+            server.url,
+            duration=duration,
+            connections=args.connections,
+            cpus="1" if server.pinned else None,
+            workdir=run.workdir,
+            use_wrk=args.wrk,
+        )
+
     try:
         w.sample(server.url)
         count_xacts = w.count_xacts and server.pinned and not args.smoke
         xacts_before = pgstats.settled(run.admin_dsn, run.db_name) if count_xacts else None
         warmed = 0
         if w.warmup and args.warmup > 0:
-            warmed = run_load(
-                _warm_spec(w.spec),
-                server.url,
-                duration=args.warmup,
-                connections=args.connections,
-                cpus="1" if server.pinned else None,
-                workdir=run.workdir,
-                use_wrk=args.wrk,
-            ).requests
+            warmed = load(_warm_spec(w.spec), args.warmup).requests
         pids = server.pids()
         workers = server.worker_pids()
         cpu_before = cpu_seconds(pids)
@@ -122,15 +126,7 @@ def measure(run: Run, server: Server, w: Workload, *, config: str) -> dict[str, 
         )
         misses_before = _cache_misses(server.url) if w.key == "reads_warm" else None
         with waits:
-            result = run_load(
-                w.spec,
-                server.url,
-                duration=args.duration,
-                connections=args.connections,
-                cpus="1" if server.pinned else None,
-                workdir=run.workdir,
-                use_wrk=args.wrk,
-            )
+            result = load(w.spec, args.duration)
         cpu = cpu_seconds(pids) - cpu_before
         misses_after = _cache_misses(server.url) if misses_before is not None else None
         per_worker = [cpu_seconds([p]) - b for p, b in zip(workers, per_worker_before, strict=True)]

@@ -48,10 +48,9 @@ _light_args: tuple[Any, Any, Any] | None = None
 _SpanKind: Any = None
 _SpanContext: Any = None
 _detach: Any = None
-_set_span_in_context: Any = None
-# opentelemetry.context's `Context` and the key of the current span in it (`_Current`).
-_Context: Any = None
-_SPAN_KEY: Any = None
+# The current context with a span made current in it (`_Current`): a dict copy with the
+# span under the API's key (FAST_PATHS=on), or the API's `set_span_in_context`.
+_with_span: Any = None
 _instrumentors: list[Any] = []
 # The provider's id generator, wrapped (`_Ids`), and the root sampler's bound on a trace
 # id's low 64 bits when `ServerSpans` can take the sampling decision of a new trace itself
@@ -115,8 +114,9 @@ def wanted(environ: Mapping[str, str] | None = None) -> bool:
     )
 
 
-def configure_from_env() -> bool:
-    """Turn tracing on when the environment asks for it (once per process); whether on."""
+def configure_from_env(*, fast_paths: bool = True) -> bool:
+    """Turn tracing on when the environment asks for it (once per process); whether on.
+    `fast_paths`: see `enable`."""
     if ENABLED:
         return True
     if not wanted():
@@ -140,7 +140,7 @@ def configure_from_env() -> bool:
         resource=resource_with_cached_hash(Resource.create()), sampler=_get_from_env_or_default()
     )
     provider.add_span_processor(BatchSpanProcessor(_exporter_from_env()))
-    enable(provider)
+    enable(provider, fast_paths=fast_paths)
     log.info(
         "tracing on: service %s, sampler %s %s",
         os.environ["OTEL_SERVICE_NAME"],
@@ -180,31 +180,45 @@ def _exporter_from_env() -> Any:
     return OTLPSpanExporter()
 
 
-def enable(provider: Any) -> None:
+def enable(provider: Any, *, fast_paths: bool = True) -> None:
     """Trace through `provider` (tests pass one with an in-memory exporter): our spans
-    (httpx's instrumentation: per client, `instrument_httpx`)."""
+    (httpx's instrumentation: per client, `instrument_httpx`).
+
+    `fast_paths` (Settings.fast_paths) reaches past OpenTelemetry's public API: the SDK's
+    context variable set and reset directly, the current span's key, the root sampler's
+    ratio decided here for a new trace (`ServerSpans`), spans of our own under a recorded
+    one (`_light_span_class`). Off, the stock twin: `context.attach`/`detach`,
+    `set_span_in_context`, the SDK's spans and sampler for every span (docs/changing.md,
+    "Library internals we use")."""
     global ENABLED, _tracer, _provider, _current_context, _suppress_key, _current_span
     global _set_context, _reset_context, _unsampled_flags
-    global _Light, _light_args, _SpanKind, _SpanContext, _detach, _set_span_in_context
-    global _Context, _SPAN_KEY
+    global _Light, _light_args, _SpanKind, _SpanContext, _detach, _with_span
     from opentelemetry import context
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
     from opentelemetry.trace import SpanContext, SpanKind, get_current_span, set_span_in_context
 
     global _ids, _root_bound
     disable()
-    _SpanKind, _SpanContext, _set_span_in_context = SpanKind, SpanContext, set_span_in_context
+    _SpanKind, _SpanContext = SpanKind, SpanContext
     _detach = context.detach
-    from opentelemetry.trace.propagation import _SPAN_KEY as span_key
-
-    _Context, _SPAN_KEY = context.Context, span_key
-    variable = getattr(getattr(context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    variable = (
+        getattr(getattr(context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+        if fast_paths
+        else None
+    )
     _current_context = variable.get if variable is not None else context.get_current
     _set_context = variable.set if variable is not None else context.attach
     _reset_context = variable.reset if variable is not None else context.detach
+    if variable is not None:
+        from opentelemetry.trace.propagation import _SPAN_KEY
+
+        get, key, make = variable.get, _SPAN_KEY, context.Context
+        _with_span = lambda span: make({**get(), key: span})  # noqa: E731
+    else:
+        _with_span = set_span_in_context
     _suppress_key, _current_span = _SUPPRESS_INSTRUMENTATION_KEY, get_current_span
     _provider = provider
-    _root_bound = root_bound(provider.sampler)
+    _root_bound = root_bound(provider.sampler) if fast_paths else None
     # Before any tracer is made: each tracer keeps the generator it was given.
     _ids = provider.id_generator = _Ids(provider.id_generator)
     _unsampled_flags = "02" if _ids.is_trace_id_random() else "00"
@@ -554,9 +568,9 @@ class _Current:
         self._span = span
 
     def __enter__(self) -> Any:
-        # `set_span_in_context` and `attach`, without their four calls: the current
-        # context with the span in it, set in the SDK's context variable.
-        self._token = _set_context(_Context({**_current_context(), _SPAN_KEY: self._span}))
+        # `set_span_in_context` and `attach` (FAST_PATHS=on: without their four calls,
+        # the current context with the span in it, set in the SDK's context variable).
+        self._token = _set_context(_with_span(self._span))
         return self._span
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:

@@ -189,7 +189,8 @@ def create_app(settings: Settings, *, freeze_heap: bool = False) -> Starlette:
     """Composes the app: the GraphQL endpoint behind the websocket admission guard, the
     webhook routes, the plain endpoints (server/endpoints.py), middleware and lifespan.
     `freeze_heap`: a serving process's (see freeze_startup_heap)."""
-    tracing.configure_from_env()  # off unless OTEL_* variables ask for it
+    # Off unless OTEL_* variables ask for it.
+    tracing.configure_from_env(fast_paths=settings.fast_paths)
     metrics = Metrics()
     for limit, value in (
         ("pending_per_instance", settings.ws_max_pending_per_instance),

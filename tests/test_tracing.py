@@ -34,6 +34,7 @@ from infra.settings import Settings
 from resolvers import catalog, events
 from resolvers.subscriptions import status_feed
 from tests.client import PASSWORD, GraphQLClient
+from tests.conftest import FAST_PATHS
 from tests.provider_server import (
     initiate,
     new_order,
@@ -100,7 +101,8 @@ def _traces(sampler: Sampler) -> Iterator[Traces]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(provider)
+    # TEST_FAST_PATHS=off: the API's public functions only (tracing.enable's stock twin).
+    tracing.enable(provider, fast_paths=FAST_PATHS == "on")
     try:
         yield Traces(exporter)
     finally:
