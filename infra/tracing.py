@@ -32,6 +32,8 @@ import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
+from infra import otlp
+
 log = logging.getLogger("order_service.tracing")
 
 # Read by every hook: the only cost while tracing is off.
@@ -141,6 +143,10 @@ def configure_from_env(*, fast_paths: bool = True) -> bool:
     )
     provider.add_span_processor(BatchSpanProcessor(_exporter_from_env()))
     enable(provider, fast_paths=fast_paths)
+    # FAST_PATHS=on: the OTLP exporter's request written by infra/otlp.py rather than built
+    # as protobuf message objects (its docstring says why); off, the exporter's own encoder.
+    if fast_paths:
+        otlp.install()
     log.info(
         "tracing on: service %s, sampler %s %s",
         os.environ["OTEL_SERVICE_NAME"],
@@ -300,6 +306,7 @@ def disable() -> None:
         instrumentor.uninstrument()
     _instrumentors.clear()
     _tracer = _provider = None
+    otlp.uninstall()
 
 
 def shutdown() -> None:
