@@ -222,13 +222,23 @@ def test_the_exporter_sends_the_request_with_either_encoder(
     request either way."""
     url, bodies = collector
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)
-    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    # configure_from_env sets its defaults in os.environ: put back as they were afterwards.
+    for name in (
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_SERVICE_NAME",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+    ):
+        monkeypatch.delenv(name, raising=False)
     stock_encoder = trace_exporter.encode_spans
     try:
         assert tracing.configure_from_env(fast_paths=fast) is True
         assert (trace_exporter.encode_spans is not stock_encoder) is fast
     finally:
+        configured = tracing._provider
         tracing.disable()
+        if configured is not None:
+            configured.shutdown()
     assert trace_exporter.encode_spans is stock_encoder  # put back when tracing stops
 
     provider, exporter = recorded
