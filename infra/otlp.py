@@ -298,8 +298,6 @@ class _Request:
     def SerializePartialToString(self) -> bytes:  # the protobuf method's name
         return encode(self._spans)
 
-    SerializeToString = SerializePartialToString
-
 
 def _encode_spans(spans: Sequence[Any]) -> _Request:
     return _Request(spans)
@@ -308,21 +306,18 @@ def _encode_spans(spans: Sequence[Any]) -> _Request:
 _stock: Any = None
 
 
-def install() -> bool:
-    """This encoder in the OTLP/HTTP span exporter's place; whether it could be (the
-    exporter's module calls `encode_spans(spans).SerializePartialToString()`)."""
+def install() -> None:
+    """This encoder in the OTLP/HTTP span exporter's place (the exporter's module calls
+    `encode_spans(spans).SerializePartialToString()`); nothing without that exporter."""
     global _stock
     try:
         from opentelemetry.exporter.otlp.proto.http import trace_exporter
     except ImportError:
-        return False
+        return
     current = getattr(trace_exporter, "encode_spans", None)
-    if current is None:
-        return False
-    if current is not _encode_spans:
+    if current is not None and current is not _encode_spans:
         _stock = current
         trace_exporter.encode_spans = _encode_spans  # type: ignore[assignment]  # its one use
-    return True
 
 
 def uninstall() -> None:

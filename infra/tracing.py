@@ -145,6 +145,7 @@ def configure_from_env(*, fast_paths: bool = True) -> bool:
     enable(provider, fast_paths=fast_paths)
     # FAST_PATHS=on: the OTLP exporter's request written by infra/otlp.py rather than built
     # as protobuf message objects (its docstring says why); off, the exporter's own encoder.
+    # After `enable`: it starts with `disable()`, which puts the exporter's encoder back.
     if fast_paths:
         otlp.install()
     log.info(

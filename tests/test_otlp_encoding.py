@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import trace_exporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -80,8 +81,6 @@ def test_the_sdks_spans_encode_as_the_stock_encoder_does(
         trace_flags=TraceFlags(1),
         trace_state=TraceState([("vendor", "v1"), ("other", "x")]),
     )
-    from opentelemetry import trace
-
     parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(remote))
     with tracer.start_as_current_span("server", context=parent_ctx, kind=SpanKind.SERVER) as root:
         root.set_attributes(ATTRIBUTES)

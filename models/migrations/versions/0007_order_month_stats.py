@@ -16,8 +16,8 @@ It is filled in from `order_day_stats`, not from the orders: 80 rows a day whate
 number of orders. The triggers are created first, in the same transaction: creating them
 waits for the writers in flight (whose deferred day counts are written by their commit)
 and holds back new ones until the commit (SHARE ROW EXCLUSIVE on `orders`; reads go on),
-so the fill sees every committed order and no change is counted twice. Writers wait for one aggregate of `order_day_stats` (tens of
-milliseconds at two years of days).
+so the fill sees every committed order and no change is counted twice. Writers wait for
+one aggregate of `order_day_stats` (tens of milliseconds at two years of days).
 
 Revision ID: 0007_order_month_stats
 Revises: 0006_counts_at_commit
@@ -81,7 +81,8 @@ _PG_TRIGGERS = (
     f"CREATE CONSTRAINT TRIGGER orders_month_stats_delete AFTER DELETE ON orders {_DEFERRED}",
 )
 
-# SQLite stores timestamps as the UTC wall clock in text: the month is its first 7 chars.
+# SQLite stores timestamps as the UTC wall clock in text: the month's first day is
+# strftime('%Y-%m-01', ...) of it.
 _SQLITE_UPSERT = "ON CONFLICT (month, status, shard) DO UPDATE SET orders = orders + excluded.orders"
 _SQLITE_OLD = f"(strftime('%Y-%m-01', OLD.created_at), OLD.status, OLD.id % {SHARDS}, -1)"
 _SQLITE_NEW = f"(strftime('%Y-%m-01', NEW.created_at), NEW.status, NEW.id % {SHARDS}, 1)"
