@@ -34,7 +34,7 @@ from server import endpoints
 from server.assembly import build_schema
 from server.background import relay_forever, watch_redis
 from server.headers import SecurityHeadersMiddleware
-from server.middleware import RequestContextMiddleware, route_label
+from server.middleware import RequestContextMiddleware
 from server.transport.view import GraphQLView, StockGraphQLView
 from server.ws_admission import WebsocketAdmission
 from webhooks.routes import webhook_routes
@@ -224,7 +224,4 @@ def create_app(settings: Settings, *, freeze_heap: bool = False) -> Starlette:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.admission = admission
-    if tracing.ENABLED:
-        # The server span outside everything, so the request id can be the trace id.
-        app.middleware_stack = tracing.wrap_asgi(app.build_middleware_stack(), route_of=route_label)
     return app

@@ -76,31 +76,30 @@ class RequestContextMiddleware:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: what it only passes on (a websocket, say) runs without a
         # frame of this middleware, kept for as long as a subscription lasts otherwise.
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind == "http":
+            return self._http(scope, receive, send)
+        if kind != "websocket":
             return self.app(scope, receive, send)
-        request_id = None
-        if tracing.ENABLED:
-            # With tracing on the request id is the trace id: the `requestId` of an error
-            # (and every log line of the request) leads straight to the trace.
-            request_id = tracing.current_trace_id()
-        if request_id is None:
-            for name, value in scope.get("headers") or ():
-                if name == b"x-request-id":
-                    candidate = value.decode("latin-1")
-                    request_id = candidate if _REQUEST_ID_RE.match(candidate) else None
-        request_id = request_id or os.urandom(16).hex()
+        state = scope.setdefault("state", {})
+        state["request_id"] = _request_id(scope)
+        state["client_ip"] = client_ip(scope, self.trusted)
+        return self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # With tracing on, the request's server span (infra/tracing.py) and its id: the
+        # request id is the trace id, so the `requestId` of an error (and every log line
+        # of the request) leads straight to the trace. Here rather than in an ASGI layer
+        # of its own: one coroutine, one wrapped `send`, one walk of the headers less.
+        traced = tracing.begin_request(scope, route_label) if tracing.ENABLED else None
+        request_id = traced[2] if traced is not None else _request_id(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["client_ip"] = client_ip(scope, self.trusted)
-        if scope["type"] == "websocket":
-            return self.app(scope, receive, send)
-        return self._http(scope, receive, send, request_id)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        state = scope["state"]
         started = time.perf_counter()
         status = 500
         responded = False
+        failure: BaseException | None = None
         max_bytes = self.max_body_bytes
         received = 0
 
@@ -133,26 +132,45 @@ class RequestContextMiddleware:
             except _BodyTooLarge:
                 if not responded:
                     await _plain(send_with_id, 413, b"Request body too large")
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            duration = time.perf_counter() - started
-            route = route_label(scope["path"])
-            self._duration_of(route, scope["method"]).observe(duration)
-            if route == "/graphql":
-                op_type = state.get("operation_type", "unknown")
-                by_type = self._by_type.get(op_type) or self.metrics.operation_duration.labels(
-                    op_type
-                )
-                by_type.observe(duration)
-            extra: dict[str, Any] = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round(duration * 1000, 2),
-                "client_ip": state.get("client_ip"),
-                "request_id": request_id,
-                "operation": state.get("operation_name"),
-            }
-            log_access(access_log, scope["method"], scope["path"], status, duration, extra)
+            try:
+                duration = time.perf_counter() - started
+                route = route_label(scope["path"])
+                self._duration_of(route, scope["method"]).observe(duration)
+                if route == "/graphql":
+                    op_type = state.get("operation_type", "unknown")
+                    by_type = self._by_type.get(op_type) or self.metrics.operation_duration.labels(
+                        op_type
+                    )
+                    by_type.observe(duration)
+                extra: dict[str, Any] = {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 2),
+                    "client_ip": state.get("client_ip"),
+                    "request_id": request_id,
+                    "operation": state.get("operation_name"),
+                }
+                log_access(access_log, scope["method"], scope["path"], status, duration, extra)
+            finally:
+                if traced is not None:
+                    # After the access log: its line carries the trace id.
+                    tracing.end_request(traced, status, failure)
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's X-Request-ID when it is a plain token of up to 128 characters (the
+    last one sent), or a new one: tracing off, or a request without a server span."""
+    request_id = None
+    for name, value in scope.get("headers") or ():
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            request_id = candidate if _REQUEST_ID_RE.match(candidate) else None
+    return request_id or os.urandom(16).hex()
 
 
 def route_label(path: str) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -30,9 +30,11 @@ from opentelemetry.sdk.trace.sampling import (
 from infra import tracing
 from infra.broker import BrokerUnavailable
 from infra.logs import JsonFormatter
+from infra.metrics import Metrics
 from infra.settings import Settings
 from resolvers import catalog, events
 from resolvers.subscriptions import status_feed
+from server.middleware import RequestContextMiddleware
 from tests.client import PASSWORD, GraphQLClient
 from tests.conftest import FAST_PATHS
 from tests.provider_server import (
@@ -362,7 +364,7 @@ async def test_unsampled_requests_record_nothing_but_still_have_a_trace_id(
 async def test_an_unsampled_new_trace_names_its_log_lines_and_messages(
     no_new_traces: Traces,
 ) -> None:
-    """An unsampled request's context holds its trace id and no span (`ServerSpans`):
+    """An unsampled request's context holds its trace id and no span (`begin_request`):
     its log lines, its request id and the `traceparent` of what it publishes still carry
     that id, marked unsampled, so a subscriber makes no span either; and the context is
     the caller's again once the request is answered."""
@@ -378,7 +380,15 @@ async def test_an_unsampled_new_trace_names_its_log_lines_and_messages(
         seen["line"] = orjson.loads(JsonFormatter().format(record))
 
     scope = {"type": "http", "path": "/graphql", "method": "POST", "headers": []}
-    await tracing.wrap_asgi(app)(scope, None, None)
+    middleware = RequestContextMiddleware(
+        app, metrics=Metrics(), trusted_proxies=frozenset(), max_body_bytes=1024
+    )
+
+    async def send(message: Any) -> None:
+        pass
+
+    await middleware(scope, None, send)  # type: ignore[arg-type]
+    assert scope["state"]["request_id"] == seen["trace_id"]  # type: ignore[index]
     trace_id = seen["trace_id"]
     assert len(trace_id) == 32 and int(trace_id, 16) > 0
     assert seen["active"] is False
@@ -392,6 +402,62 @@ async def test_an_unsampled_new_trace_names_its_log_lines_and_messages(
         pass
     assert no_new_traces.spans == []
     assert tracing.current_trace_id() is None
+
+
+class _Seen(SpanProcessor):
+    """A processor that notes what it is handed."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ended: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append(span.name)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span.name)
+
+
+def test_our_spans_go_to_the_batch_processor_and_to_a_processor_added_later() -> None:
+    """The server span and its children reach a provider whose only processor is the
+    SDK's batch processor (configure_from_env's: with FAST_PATHS on, straight to its
+    queue) with their parent links; once another processor is added, every span goes
+    through the provider's chain again: the new one sees each start and end."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracing.enable(provider, fast_paths=FAST_PATHS == "on")
+    scope = {"type": "http", "path": "/graphql", "method": "POST", "headers": []}
+
+    def request() -> str:
+        begun = tracing.begin_request(scope, lambda path: path)
+        assert begun is not None and begun[1] is not None  # recorded: always on
+        with tracing.span("inner"), tracing.statement_span("sqlite", "SELECT 1"):
+            pass
+        tracing.end_request(begun, 200)
+        return begun[2]
+
+    try:
+        first = request()
+        assert provider.force_flush()
+        spans = {s.name: s for s in exporter.get_finished_spans()}
+        assert set(spans) == {"POST /graphql", "inner", "sqlite SELECT"}
+        assert {format(s.context.trace_id, "032x") for s in spans.values()} == {first}
+        assert spans["inner"].parent.span_id == spans["POST /graphql"].context.span_id  # type: ignore[union-attr]
+        assert spans["sqlite SELECT"].parent.span_id == spans["inner"].context.span_id  # type: ignore[union-attr]
+        assert spans["POST /graphql"].attributes["http.response.status_code"] == 200  # type: ignore[index]
+
+        seen = _Seen()
+        provider.add_span_processor(seen)
+        exporter.clear()
+        request()
+        assert provider.force_flush()
+        names = ["sqlite SELECT", "inner", "POST /graphql"]
+        assert sorted(s.name for s in exporter.get_finished_spans()) == sorted(names)
+        assert seen.started == names[::-1] and seen.ended == names
+    finally:
+        tracing.disable()
+        provider.shutdown()
 
 
 @pytest.fixture
@@ -491,7 +557,7 @@ def no_new_traces() -> Iterator[Traces]:
 async def test_a_new_trace_is_sampled_exactly_as_the_ratio_sampler_decides(
     half_traces: Traces, client: GraphQLClient
 ) -> None:
-    """ServerSpans takes the root decision itself (no SDK span for an unsampled request):
+    """`begin_request` takes the root decision itself (no SDK span for an unsampled request):
     the sampled requests must be exactly those whose trace id the sampler keeps, and each
     of those is sampled once (not the ratio applied twice)."""
     request_ids = []
@@ -525,7 +591,7 @@ async def test_an_incoming_sampled_traceparent_is_continued_whatever_the_root_sa
 
 
 class _EvenTraces(Sampler):
-    """A sampler ServerSpans cannot decide for (it keeps the traces with an even id): the
+    """A sampler `begin_request` cannot decide for (it keeps the traces with an even id): the
     SDK's path is taken, and the sampler asked."""
 
     def __init__(self) -> None:
