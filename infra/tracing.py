@@ -45,10 +45,20 @@ _provider: Any = None
 # needs from the provider. None while off, or when the sampler is not one whose decision
 # for the child of a sampled span is known (`root_bound`): then the SDK makes every span.
 _Light: Any = None
-# Bound by `enable()` (opentelemetry.trace's and .context's).
+# Bound by `enable()` (opentelemetry.trace's and .context's; the last six are what
+# `begin_request` makes spans and contexts with).
 _SpanKind: Any = None
 _SpanContext: Any = None
 _detach: Any = None
+_Context: Any = None
+_propagator: Any = None
+_server_kind: Any = None
+_sampled_flags: Any = None
+_set_span_in_context: Any = None
+_set_value: Any = None
+# The API's key of the current span in a context (`trace.propagation._SPAN_KEY`; with
+# FAST_PATHS on only).
+_span_key: Any = None
 # The current context with a span made current in it (`_Current`): a dict copy with the
 # span under the API's key (FAST_PATHS=on), or the API's `set_span_in_context`.
 _with_span: Any = None
@@ -345,16 +355,6 @@ def shutdown() -> None:
 # headers on every request, sampled or not (docs/benchmarks.md, "Tracing", sixth round).
 
 EXCLUDED_PATHS = frozenset(("/health", "/ready", "/metrics"))
-
-# Bound by `enable()`: what `begin_request` makes spans and contexts with.
-_Context: Any = None
-_propagator: Any = None
-_server_kind: Any = None
-_sampled_flags: Any = None
-_set_span_in_context: Any = None
-_set_value: Any = None
-# The API's key of the current span in a context (`trace.propagation._SPAN_KEY`).
-_span_key: Any = None
 
 
 def begin_request(scope: Any, route_of: Callable[[str], str]) -> tuple[Any, Any, str] | None:

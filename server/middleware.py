@@ -37,11 +37,12 @@ def client_ip(scope: Scope, trusted: frozenset[str]) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Gives every request an id (X-Request-ID taken or generated, echoed back), the
-    client's address, one access-log line and a duration sample, and refuses bodies over
-    `max_body_bytes` with 413, whether declared or streamed (a refusal has its id, line
-    and sample too). One middleware, not two: each layer is a coroutine and a wrapped
-    `send` and `receive` more on every request."""
+    """Gives every request an id (X-Request-ID taken or generated, echoed back; with
+    tracing on, the trace id), the client's address, one access-log line, a duration
+    sample and, with tracing on, its server span (`tracing.begin_request`), and refuses
+    bodies over `max_body_bytes` with 413, whether declared or streamed (a refusal has its
+    id, line, sample and span too). One middleware, not three: each layer is a coroutine
+    and a wrapped `send` and `receive` more on every request."""
 
     def __init__(
         self,
