@@ -7,6 +7,7 @@ wait, agree with the orders, and the triggers keep them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +49,34 @@ async def _agree(url: str) -> None:
     assert plain(await _rows(url, BY_USER)) == plain(await _rows(url, BY_USER_COUNTED))
 
 
+async def _backfill_stops_at(engine: Any, expected: int, migration: asyncio.Task[None]) -> int:
+    """Waits (about 30 s at most) for the backfill to have done every batch below `expected` and
+    to wait for a lock in the next one; returns where it stands."""
+    for _ in range(600):
+        assert not migration.done(), "the migration ended without waiting for the held order"
+        async with engine.connect() as conn:
+            ready = (
+                await conn.execute(text("SELECT to_regclass('order_counts_backfill') IS NOT NULL"))
+            ).scalar_one()
+            if ready:
+                done_below = (
+                    await conn.execute(text("SELECT done_below FROM order_counts_backfill"))
+                ).scalar()
+                waiting = (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND pid <> pg_backend_pid() "
+                            "AND wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'"
+                        )
+                    )
+                ).scalar_one()
+                if done_below is not None and int(done_below) >= expected and waiting:
+                    return int(done_below)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the backfill never waited at the held order's batch")
+
+
 async def test_counts_are_filled_in_while_writers_race_the_backfill(
     empty_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -67,38 +96,65 @@ async def test_counts_are_filled_in_while_writers_race_the_backfill(
         for n in range(300)
     ]
     await _run(url, *users, *seeded)
-
-    migration = asyncio.create_task(_migrate(url, "head"))
     engine = null_pool_engine(url)
+    # PostgreSQL: a transaction of ours holds one order's row lock, so the backfill stops
+    # at that order's batch (its FOR SHARE waits) with the batches below it done and those
+    # above it to come; the writers go on meanwhile, changing orders on both sides and
+    # adding new ones, then the lock goes and they go on until the migration ends. No
+    # timing decides whether they raced it. (SQLite: the migration holds the one writer's
+    # lock, so there is nothing to race.)
+    held, batch = 150, 7
+    blocked = range(held - held % batch, held - held % batch + batch)
+    holder = await engine.connect() if USE_PG else None
+    if holder is not None:
+        await holder.execute(text("SELECT id FROM orders WHERE id = :id FOR UPDATE"), {"id": held})
+    migration = asyncio.create_task(_migrate(url, "head"))
     writes = 0
+
+    async def write() -> None:
+        nonlocal writes
+        order_id = rng.choice([n for n in range(1, 320) if n not in blocked])
+        kind = rng.choice(("move", "move", "owner", "delete", "insert"))
+        async with engine.begin() as conn:
+            if kind == "move":
+                await conn.execute(
+                    text("UPDATE orders SET status = :status WHERE id = :id"),
+                    {"id": order_id, "status": rng.choice(STATUSES)},
+                )
+            elif kind == "owner":
+                await conn.execute(
+                    text("UPDATE orders SET user_id = :user WHERE id = :id"),
+                    {"id": order_id, "user": rng.choice((1, 2, 3))},
+                )
+            elif kind == "delete":
+                await conn.execute(text("DELETE FROM orders WHERE id = :id"), {"id": order_id})
+            else:
+                await conn.execute(
+                    text(INSERT), {"user": 2, "status": "PENDING", "token": f"w{writes}"}
+                )
+        writes += 1
+
     try:
-        # Writers while it runs (PostgreSQL: the backfill runs beside them; SQLite: the
-        # migration holds the one writer's lock, so they wait their turn).
-        while not migration.done() and USE_PG:
-            async with engine.begin() as conn:
-                order_id = rng.randrange(1, 320)
-                kind = rng.choice(("move", "move", "owner", "delete", "insert"))
-                params: dict[str, Any] = {"id": order_id, "status": rng.choice(STATUSES)}
-                if kind == "move":
-                    await conn.execute(
-                        text("UPDATE orders SET status = :status WHERE id = :id"), params
-                    )
-                elif kind == "owner":
-                    await conn.execute(
-                        text("UPDATE orders SET user_id = :user WHERE id = :id"),
-                        {"id": order_id, "user": rng.choice((1, 2, 3))},
-                    )
-                elif kind == "delete":
-                    await conn.execute(text("DELETE FROM orders WHERE id = :id"), params)
-                else:
-                    await conn.execute(
-                        text(INSERT), {"user": 2, "status": "PENDING", "token": f"w{writes}"}
-                    )
-            writes += 1
+        if holder is not None:
+            waited_at = await _backfill_stops_at(engine, blocked.start, migration)
+            assert waited_at == blocked.start  # batches below done, the held one waiting
+            for _ in range(40):
+                await write()
+            await holder.rollback()
+            await holder.close()
+            holder = None
+            while not migration.done():
+                await write()
         await migration
     finally:
+        if holder is not None:
+            await holder.close()
+        if not migration.done():  # a failed check above: stop it rather than leave it
+            migration.cancel()
+            with contextlib.suppress(BaseException):
+                await migration
         await engine.dispose()
-    assert writes > 10 or not USE_PG
+    assert writes >= 40 or not USE_PG
     await _agree(url)
     if USE_PG:
         done_below, horizon = (
