@@ -16,6 +16,7 @@ from strawberry.extensions import AddValidationRules, ParserCache, ValidationCac
 
 from schema.limits import Limits, cost_extension, document_rules
 from tests.client import GraphQLClient
+from tests.counting import count_calls
 from tests.live import live_server
 from tests.live_api import live_client
 
@@ -109,14 +110,7 @@ async def test_a_field_repeated_hundreds_of_times_is_refused_before_merging(
     pair of fields with one response key (0.7 s and 1.0 s of CPU for these two). Counted,
     not timed: the merging's entry point must not run at all for the refused document,
     and does for a small one that passes (the count can fail)."""
-    calls = []
-    find = merging.find_conflicts_within_selection_set
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return find(*args, **kwargs)
-
-    monkeypatch.setattr(merging, "find_conflicts_within_selection_set", counted)
+    calls = count_calls(monkeypatch, merging, "find_conflicts_within_selection_set")
     result = await client.execute("{" + " me{id}" * times + "}")
     assert result.code == "GRAPHQL_VALIDATION_FAILED"
     assert result.ext["limit"] == "QUERY_MAX_SELECTIONS"

@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import random
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.db import null_pool_engine
 from tests.conftest import USE_PG
@@ -49,30 +49,19 @@ async def _agree(url: str) -> None:
     assert plain(await _rows(url, BY_USER)) == plain(await _rows(url, BY_USER_COUNTED))
 
 
-async def _backfill_stops_at(engine: Any, expected: int, migration: asyncio.Task[None]) -> int:
-    """Waits (about 30 s at most) for the backfill to have done every batch below `expected` and
-    to wait for a lock in the next one; returns where it stands."""
+async def _backfill_waiting(engine: AsyncEngine, migration: asyncio.Task[None]) -> int:
+    """Waits (about 30 s at most) for a backfill batch's FOR SHARE to wait for a row lock;
+    returns the backfill's done_below then (the batches below it are done)."""
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'"
+    )
     for _ in range(600):
         assert not migration.done(), "the migration ended without waiting for the held order"
         async with engine.connect() as conn:
-            ready = (
-                await conn.execute(text("SELECT to_regclass('order_counts_backfill') IS NOT NULL"))
-            ).scalar_one()
-            if ready:
-                done_below = (
-                    await conn.execute(text("SELECT done_below FROM order_counts_backfill"))
-                ).scalar()
-                waiting = (
-                    await conn.execute(
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                            "current_database() AND pid <> pg_backend_pid() "
-                            "AND wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'"
-                        )
-                    )
-                ).scalar_one()
-                if done_below is not None and int(done_below) >= expected and waiting:
-                    return int(done_below)
+            if (await conn.execute(text(waiting))).scalar_one():
+                done_below = "SELECT done_below FROM order_counts_backfill"
+                return int((await conn.execute(text(done_below))).scalar_one())
         await asyncio.sleep(0.05)
     raise AssertionError("the backfill never waited at the held order's batch")
 
@@ -110,10 +99,11 @@ async def test_counts_are_filled_in_while_writers_race_the_backfill(
         await holder.execute(text("SELECT id FROM orders WHERE id = :id FOR UPDATE"), {"id": held})
     migration = asyncio.create_task(_migrate(url, "head"))
     writes = 0
+    unheld = [n for n in range(1, 320) if n not in blocked]
 
     async def write() -> None:
         nonlocal writes
-        order_id = rng.choice([n for n in range(1, 320) if n not in blocked])
+        order_id = rng.choice(unheld)
         kind = rng.choice(("move", "move", "owner", "delete", "insert"))
         async with engine.begin() as conn:
             if kind == "move":
@@ -136,12 +126,11 @@ async def test_counts_are_filled_in_while_writers_race_the_backfill(
 
     try:
         if holder is not None:
-            waited_at = await _backfill_stops_at(engine, blocked.start, migration)
-            assert waited_at == blocked.start  # batches below done, the held one waiting
+            # The batches below the held one done, the held one waiting.
+            assert await _backfill_waiting(engine, migration) == blocked.start
             for _ in range(40):
                 await write()
-            await holder.rollback()
-            await holder.close()
+            await holder.close()  # rolls back: the lock goes
             holder = None
             while not migration.done():
                 await write()
@@ -151,7 +140,7 @@ async def test_counts_are_filled_in_while_writers_race_the_backfill(
             await holder.close()
         if not migration.done():  # a failed check above: stop it rather than leave it
             migration.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await migration
         await engine.dispose()
     assert writes >= 40 or not USE_PG

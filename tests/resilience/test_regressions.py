@@ -9,7 +9,6 @@ import json
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
@@ -24,22 +23,8 @@ from resolvers import events
 from resolvers.context import RequestContext, Services
 from resolvers.subscriptions import order_status_events
 from tests.client import PASSWORD, GraphQLClient
+from tests.counting import count_calls
 from tests.live import live_server
-
-
-def _count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[int]:
-    """Counts the calls of `owner.name` (a module's function or a class's method) for the
-    rest of the test; the list grows by one a call."""
-    calls: list[int] = []
-    original = getattr(owner, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, counted)
-    return calls
-
 
 ORDER = "query($id: ID!) { order(id: $id) { id } }"
 ORDERS = "query($q: String) { orders(q: $q) { total items { id } } }"
@@ -135,7 +120,7 @@ async def test_a_variable_list_of_30000_lines_is_refused_before_it_is_converted(
     # Counted, not timed: graphql-core's coercion of the variables (where Strawberry's
     # conversion begins) must not run at all for the refused list, and runs for one the
     # schema allows (so the count can fail).
-    coerced = _count_calls(monkeypatch, graphql_values, "coerce_input_value")
+    coerced = count_calls(monkeypatch, graphql_values, "coerce_input_value")
     lines = [{"sku": f"S{i}", "qty": 1} for i in range(30_000)]
     r = await client.execute(
         "mutation($i: CreateOrderInput!) { createOrder(input: $i) { id } }",
@@ -159,7 +144,7 @@ async def test_a_900_kb_document_is_refused_before_it_is_parsed(
     # 900 KB string literal or comment.
     # Counted, not timed: no parser is made for the refused document (the lexer runs
     # inside one), and one is for a long document within the limit (the count can fail).
-    parsers = _count_calls(monkeypatch, Parser, "__init__")
+    parsers = count_calls(monkeypatch, Parser, "__init__")
     r = await client.execute('{ orders(q: "' + "x" * 900_000 + '") { total } }', {}, user_token)
     assert r.code == "GRAPHQL_VALIDATION_FAILED"
     assert parsers == []
